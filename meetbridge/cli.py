@@ -1,0 +1,126 @@
+"""`meetbridge`: the operator's command line. Reads the same environment as the service."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+import redis
+
+from meetbridge.config import ConfigError, Settings, get_settings
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _services() -> Any:
+    from workers.services import build_services
+
+    services = build_services(_settings())
+    try:
+        services.redis.ping()
+    except redis.RedisError as error:
+        raise click.ClickException(f"Redis at {services.settings.redis_url} does not answer: {error}") from None
+    return services
+
+
+@click.group()
+def main() -> None:
+    """Keeps Zoom meetings and NeetoCal bookings in step with meetergo appointments."""
+
+
+@main.command()
+@click.argument("appointment_id")
+def status(appointment_id: str) -> None:
+    """Show what the service knows about one appointment (as the admin API does)."""
+    from workers.operations import appointment_view
+
+    view = appointment_view(_services(), appointment_id)
+    if view is None:
+        raise click.ClickException(f"no appointment {appointment_id}")
+    click.echo(json.dumps(view, indent=2))
+
+
+@main.command(name="list")
+@click.option("--status", "wanted", default="failed", show_default=True,
+              type=click.Choice(["pending", "synced", "cancelled", "failed", "waiting"]))
+def list_appointments(wanted: str) -> None:
+    """List appointment ids with a status (failed: the dead-letter set)."""
+    from workers.operations import appointments_with_status
+
+    services = _services()
+    count = 0
+    for appointment_id in appointments_with_status(services, wanted):
+        record = services.store.load(appointment_id)
+        detail = (record.error or record.waiting_reason or "") if record else ""
+        click.echo(f"{appointment_id}\t{detail}")
+        count += 1
+    click.echo(f"{count} appointment(s) {wanted}", err=True)
+
+
+@main.command()
+@click.argument("appointment_ids", nargs=-1)
+@click.option("--failed", is_flag=True, help="Replay every appointment in the dead-letter set.")
+def replay(appointment_ids: tuple[str, ...], failed: bool) -> None:
+    """Run the sync again for appointments (safe to repeat)."""
+    from workers.operations import replay as replay_one
+
+    services = _services()
+    ids = list(appointment_ids) + (services.store.dead_letters() if failed else [])
+    if not ids:
+        raise click.UsageError("name appointment ids or pass --failed")
+    unknown: list[str] = []
+    with click.progressbar(ids, label="Queueing syncs", file=sys.stderr, show_pos=True) as bar:
+        for appointment_id in bar:
+            if not replay_one(services, appointment_id):
+                unknown.append(appointment_id)
+    click.echo(f"queued {len(ids) - len(unknown)} sync(s)")
+    if unknown:
+        raise click.ClickException(f"unknown appointment(s): {', '.join(unknown)}")
+
+
+@main.command()
+@click.argument("appointment_id")
+def refresh(appointment_id: str) -> None:
+    """Fetch a fresh Zoom start_url for an appointment now."""
+    from workers.tasks import refresh_one
+
+    result = refresh_one(_services(), appointment_id, force=True)
+    click.echo(result)
+    if result not in ("refreshed", "fresh"):
+        raise click.ClickException(f"no start_url refreshed for {appointment_id}: {result}")
+
+
+@main.command()
+def doctor() -> None:
+    """Check Redis, credentials and each API, and say what is wrong."""
+    from meetbridge.doctor import run_checks
+
+    problems = 0
+    for check in run_checks(_settings()):
+        mark = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}[check.level]
+        click.echo(f"[{mark}] {check.name}: {check.detail}")
+        problems += check.level == "fail"
+    if problems:
+        raise click.ClickException(f"{problems} problem(s) found")
+    click.echo("all good")
+
+
+@main.command()
+@click.option("--exit-after-demo", is_flag=True, help="Stop everything once the demo booking is synced.")
+@click.option("--no-demo", is_flag=True, help="Do not book a demo appointment.")
+def dev(exit_after_demo: bool, no_demo: bool) -> None:
+    """Run web, worker and beat locally (with the simulators when no real credentials are set)."""
+    from meetbridge.dev import run
+
+    sys.exit(run(demo=not no_demo, exit_after_demo=exit_after_demo))
+
+
+if __name__ == "__main__":
+    main()

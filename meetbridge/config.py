@@ -1,0 +1,242 @@
+"""The service's whole configuration, read from the environment once.
+
+Every process (web, worker, beat, CLI) builds one `Settings` from `os.environ` (a `.env` file may fill it in
+development) and passes it down; nothing else reads the environment. The names and defaults of the operator
+contract (CONTRACT.md) are kept exactly; the extra knobs below it have safe defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
+
+MAX_WEBHOOK_BODY_BYTES = 256 * 1024
+
+# Zoom's per-second limits by account plan (developers.zoom.us/docs/api/rate-limits/).
+ZOOM_PLAN_RATES: dict[str, tuple[float, float]] = {
+    # plan: (light per second, medium per second)
+    "free": (4, 2),
+    "pro": (30, 20),
+    "business": (80, 60),
+}
+
+
+class ConfigError(ValueError):
+    """The environment does not describe a runnable service; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    port: int = 8000
+    redis_url: str = "redis://localhost:6379/0"
+    webhook_tokens: tuple[str, ...] = ()
+    meetergo_api_url: str = "https://api.meetergo.com"
+    meetergo_api_key: str | None = None
+    meetergo_api_user_id: str | None = None
+    zoom_api_url: str = "https://api.zoom.us/v2"
+    zoom_oauth_url: str = "https://zoom.us/oauth/token"
+    zoom_account_id: str | None = None
+    zoom_client_id: str | None = None
+    zoom_client_secret: str | None = None
+    neetocal_api_url: str | None = None
+    neetocal_api_key: str | None = None
+    neetocal_join_url_field: str = "zoom_join_url"
+    public_url: str = "http://localhost:8000"
+    secret_key: str | None = None
+    admin_token: str | None = None
+    zoom_start_url_ttl_seconds: int = 7200
+    start_url_refresh_lead_seconds: int = 900
+    refresh_sweep_seconds: float = 60
+    reconcile_seconds: float = 900
+
+    # Beyond the contract.
+    neetocal_host_link_field: str = "zoom_host_link"
+    zoom_custcreate_hosts: frozenset[str] = field(default_factory=frozenset)
+    zoom_plan: str = "pro"
+    zoom_light_per_second: float = 30
+    zoom_medium_per_second: float = 20
+    zoom_host_daily_limit: int = 100
+    zoom_cancel_reminder: bool = False
+    meetergo_requests_per_minute: float = 100
+    http_timeout_seconds: float = 10
+    sync_max_retries: int = 8
+    retry_max_delay_seconds: float = 300
+    broker_visibility_timeout_seconds: int = 900
+    host_link_min_validity_seconds: int = 300
+    log_level: str = "INFO"
+    log_format: str = "json"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        reader = _Reader(env)
+        port = reader.int("PORT", 8000)
+        plan = reader.str("ZOOM_PLAN", "pro").lower()
+        if plan not in ZOOM_PLAN_RATES:
+            raise ConfigError(f"ZOOM_PLAN must be one of {', '.join(ZOOM_PLAN_RATES)}; got {plan!r}")
+        light, medium = ZOOM_PLAN_RATES[plan]
+        settings = cls(
+            port=port,
+            redis_url=reader.str("REDIS_URL", cls.redis_url),
+            webhook_tokens=reader.list("MEETERGO_WEBHOOK_TOKENS"),
+            meetergo_api_url=reader.url("MEETERGO_API_URL", cls.meetergo_api_url),
+            meetergo_api_key=reader.optional("MEETERGO_API_KEY"),
+            meetergo_api_user_id=reader.optional("MEETERGO_API_USER_ID"),
+            zoom_api_url=reader.url("ZOOM_API_URL", cls.zoom_api_url),
+            zoom_oauth_url=reader.url("ZOOM_OAUTH_URL", cls.zoom_oauth_url),
+            zoom_account_id=reader.optional("ZOOM_ACCOUNT_ID"),
+            zoom_client_id=reader.optional("ZOOM_CLIENT_ID"),
+            zoom_client_secret=reader.optional("ZOOM_CLIENT_SECRET"),
+            neetocal_api_url=reader.optional_url("NEETOCAL_API_URL"),
+            neetocal_api_key=reader.optional("NEETOCAL_API_KEY"),
+            neetocal_join_url_field=reader.str("NEETOCAL_JOIN_URL_FIELD", cls.neetocal_join_url_field),
+            public_url=reader.url("PUBLIC_URL", f"http://localhost:{port}"),
+            secret_key=reader.optional("SECRET_KEY"),
+            admin_token=reader.optional("ADMIN_TOKEN"),
+            zoom_start_url_ttl_seconds=reader.int("ZOOM_START_URL_TTL_SECONDS", 7200, minimum=1),
+            start_url_refresh_lead_seconds=reader.int("START_URL_REFRESH_LEAD_SECONDS", 900, minimum=0),
+            refresh_sweep_seconds=reader.float("REFRESH_SWEEP_SECONDS", 60, minimum=0.1),
+            reconcile_seconds=reader.float("RECONCILE_SECONDS", 900, minimum=1),
+            neetocal_host_link_field=reader.str("NEETOCAL_HOST_LINK_FIELD", cls.neetocal_host_link_field),
+            zoom_custcreate_hosts=frozenset(e.lower() for e in reader.list("ZOOM_CUSTCREATE_HOSTS")),
+            zoom_plan=plan,
+            zoom_light_per_second=reader.float("ZOOM_LIGHT_PER_SECOND", light, minimum=0.1),
+            zoom_medium_per_second=reader.float("ZOOM_MEDIUM_PER_SECOND", medium, minimum=0.1),
+            zoom_host_daily_limit=reader.int("ZOOM_HOST_DAILY_LIMIT", 100, minimum=1),
+            zoom_cancel_reminder=reader.bool("ZOOM_CANCEL_REMINDER", False),
+            meetergo_requests_per_minute=reader.float("MEETERGO_REQUESTS_PER_MINUTE", 100, minimum=1),
+            http_timeout_seconds=reader.float("HTTP_TIMEOUT_SECONDS", 10, minimum=0.1),
+            sync_max_retries=reader.int("SYNC_MAX_RETRIES", 8, minimum=0),
+            retry_max_delay_seconds=reader.float("RETRY_MAX_DELAY_SECONDS", 300, minimum=1),
+            broker_visibility_timeout_seconds=reader.int("BROKER_VISIBILITY_TIMEOUT_SECONDS", 900, minimum=1),
+            host_link_min_validity_seconds=reader.int("HOST_LINK_MIN_VALIDITY_SECONDS", 300, minimum=0),
+            log_level=reader.str("LOG_LEVEL", "INFO").upper(),
+            log_format=reader.str("LOG_FORMAT", "json").lower(),
+        )
+        return settings
+
+    # What each process cannot start without.
+    def require_web(self) -> None:
+        missing = [name for name, value in (
+            ("MEETERGO_WEBHOOK_TOKENS", self.webhook_tokens),
+            ("SECRET_KEY", self.secret_key),
+        ) if not value]
+        if missing:
+            raise ConfigError(f"web needs {' and '.join(missing)} set")
+
+    @property
+    def zoom_configured(self) -> bool:
+        return bool(self.zoom_account_id and self.zoom_client_id and self.zoom_client_secret)
+
+    @property
+    def neetocal_configured(self) -> bool:
+        return bool(self.neetocal_api_url and self.neetocal_api_key)
+
+    @property
+    def meetergo_readback(self) -> bool:
+        return bool(self.meetergo_api_key)
+
+    def secrets(self) -> list[str]:
+        """Values that must never appear in a log line."""
+        values = [*self.webhook_tokens, self.meetergo_api_key, self.zoom_client_secret, self.neetocal_api_key,
+                  self.secret_key, self.admin_token]
+        return [v for v in values if v and len(v) >= 4]
+
+    def replace(self, **changes: object) -> Settings:
+        known = {f.name for f in fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise TypeError(f"unknown settings: {sorted(unknown)}")
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Settings(**values)  # type: ignore[arg-type]
+
+
+class _Reader:
+    """Parses environment values, naming the variable in every error."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def optional(self, name: str) -> str | None:
+        value = self.env.get(name, "").strip()
+        return value or None
+
+    def str(self, name: str, default: str) -> str:
+        return self.optional(name) or default
+
+    def list(self, name: str) -> tuple[str, ...]:
+        raw = self.optional(name) or ""
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+    def url(self, name: str, default: str) -> str:
+        return self._check_url(name, self.str(name, default))
+
+    def optional_url(self, name: str) -> str | None:
+        value = self.optional(name)
+        return self._check_url(name, value) if value else None
+
+    def int(self, name: str, default: int, minimum: int | None = None) -> int:
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a whole number; got {raw!r}") from None
+        return self._check_minimum(name, value, minimum)
+
+    def float(self, name: str, default: float, minimum: float | None = None) -> float:
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number; got {raw!r}") from None
+        return self._check_minimum(name, value, minimum)
+
+    def bool(self, name: str, default: bool) -> bool:
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        if raw.lower() in {"1", "true", "yes", "on"}:
+            return True
+        if raw.lower() in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"{name} must be true or false; got {raw!r}")
+
+    @staticmethod
+    def _check_url(name: str, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ConfigError(f"{name} must be an http(s) URL; got {value!r}")
+        return value.rstrip("/")
+
+    @staticmethod
+    def _check_minimum(name: str, value, minimum):  # type: ignore[no-untyped-def]
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{name} must be at least {minimum}; got {value}")
+        return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read on first use (not at import)."""
+    _load_dotenv()
+    return Settings.from_env()
+
+
+def _load_dotenv() -> None:
+    # Development convenience: a .env in the working directory fills in what the environment leaves unset.
+    path = os.path.join(os.getcwd(), ".env")
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            line = line.strip()
+            if not line or line.startswith("#") or "=" not in line:
+                continue
+            key, _, value = line.partition("=")
+            os.environ.setdefault(key.strip(), value.strip().strip("'\""))

@@ -1,0 +1,96 @@
+"""`meetbridge doctor`: is everything the service depends on there and working?"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import redis
+
+from meetbridge.config import Settings
+from workers.clients.errors import APIError, AuthError, NotFound
+from workers.durability import check_redis
+from workers.queue import QUEUE
+from workers.services import Services, build_services
+from workers.state import KEYS
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    level: str  # ok | warn | fail
+    detail: str
+
+
+def run_checks(settings: Settings) -> Iterator[Check]:
+    yield from _configuration(settings)
+    services = build_services(settings)
+    try:
+        redis_ok = yield from _redis(services)
+        if not redis_ok:
+            return  # every API client shares state through Redis
+        for name, probe in (("Zoom", _zoom), ("NeetoCal", _neetocal), ("meetergo", _meetergo)):
+            yield _api(name, probe, services)
+    finally:
+        services.close()
+
+
+def _configuration(settings: Settings) -> Iterator[Check]:
+    required = {
+        "MEETERGO_WEBHOOK_TOKENS": bool(settings.webhook_tokens),
+        "SECRET_KEY": bool(settings.secret_key),
+        "ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID, ZOOM_CLIENT_SECRET": settings.zoom_configured,
+        "NEETOCAL_API_URL, NEETOCAL_API_KEY": settings.neetocal_configured,
+    }
+    for name, present in required.items():
+        yield Check(name, "ok" if present else "fail", "set" if present else "not set")
+    yield Check("ADMIN_TOKEN", "ok" if settings.admin_token else "warn",
+                "set" if settings.admin_token else "not set: /api/* answers 404")
+    yield Check("MEETERGO_API_KEY", "ok" if settings.meetergo_api_key else "warn",
+                "set" if settings.meetergo_api_key else "not set: no read-back, no reconciliation of lost webhooks")
+
+
+def _redis(services: Services) -> Iterator[Check]:
+    try:
+        services.redis.ping()
+    except redis.RedisError as error:
+        yield Check("Redis", "fail", f"{services.settings.redis_url} does not answer: {error}")
+        return False
+    yield Check("Redis", "ok", "answers")
+    for problem in check_redis(services.redis):
+        yield Check("Redis settings", "fail" if "maxmemory-policy is" in problem else "warn", problem)
+    queued = services.redis.llen(QUEUE)
+    dead = services.redis.zcard(KEYS.dead_letter)
+    yield Check("queue", "ok", f"{queued} task(s) waiting")
+    yield Check("dead letters", "warn" if dead else "ok",
+                f"{dead} failed appointment(s): meetbridge list --status failed" if dead else "none")
+    return True
+
+
+def _api(name: str, probe: Callable[[Services], str], services: Services) -> Check:
+    try:
+        return Check(name, "ok", probe(services))
+    except AuthError as error:
+        return Check(name, "fail", f"credentials refused: {error}")
+    except APIError as error:
+        return Check(name, "fail", str(error))
+
+
+def _zoom(services: Services) -> str:
+    services.zoom.auth.token()
+    with contextlib.suppress(NotFound):  # no meeting has id 1: a 404 proves the token is accepted
+        services.zoom.get_meeting(1)
+    return "token issued and accepted"
+
+
+def _neetocal(services: Services) -> str:
+    services.neetocal.request("GET", "meetings", operation="doctor", params={"page_size": 1})
+    return "API key accepted"
+
+
+def _meetergo(services: Services) -> str:
+    if not services.settings.meetergo_api_key:
+        return "not used (no MEETERGO_API_KEY)"
+    services.meetergo.request("GET", "v4/user", operation="doctor", params={"limit": 1})
+    return "API key accepted"

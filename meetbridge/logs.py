@@ -1,0 +1,150 @@
+"""Structured logs with the appointment in context, and no secret in any line.
+
+The service handles credentials that log people in as meeting hosts (Zoom start_urls, host links), API keys
+and OAuth tokens. `RedactSecrets` rewrites every record, whatever logger or library emitted it (gunicorn's
+access log included), before any handler formats it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import logging.config
+import re
+import sys
+import traceback
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter
+
+REDACTED = "<redacted>"
+_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+    # A Zoom start_url (its zak token logs the holder in as host), whole.
+    (re.compile(r"https?://[^\s\"'<>]*?(?:/s/\d+|[?&]zak=)[^\s\"'<>]*"), "<start_url redacted>"),
+    # Host links: the signature is what makes them work.
+    (re.compile(r"(/h/[^/\s\"'?]+/)[A-Za-z0-9_-]+"), r"\1" + REDACTED),
+    # Secrets in query strings, e.g. the webhook's ?token=.
+    (re.compile(r"(?i)([?&;](?:token|zak|access_token|api_key|apikey|key|secret|signature)=)[^&\s\"'<>]+"),
+     r"\1" + REDACTED),
+    # Authorization headers.
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=:-]{6,}"), r"\1 " + REDACTED),
+    # key: value / "key": "value" pairs of credential-bearing fields.
+    (re.compile(r"(?i)([\"']?\b(?:access_token|api_key|x-api-key|client_secret|secret|authorization|start_url|"
+                r"password|zak)\b[\"']?\s*[:=]\s*[\"']?)[^\s\"',}&]+"), r"\1" + REDACTED),
+    # JWTs and meetergo keys wherever they stand.
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), REDACTED),
+    (re.compile(r"\bak_live:[^\s\"',]+"), REDACTED),
+    (re.compile(r"\brgo-[A-Za-z0-9_-]{8,}"), REDACTED),
+]
+
+_known_secrets: list[str] = []
+appointment_context: contextvars.ContextVar[str | None] = contextvars.ContextVar("appointment_id", default=None)
+task_context: contextvars.ContextVar[str | None] = contextvars.ContextVar("task_id", default=None)
+
+
+def register_secrets(values: Iterable[str]) -> None:
+    """Configured secrets (API keys, tokens) are redacted by value too, wherever they turn up."""
+    for value in values:
+        if value and len(value) >= 4 and value not in _known_secrets:
+            _known_secrets.append(value)
+    _known_secrets.sort(key=len, reverse=True)
+
+
+def redact(text: str) -> str:
+    for secret in _known_secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactSecrets(logging.Filter):
+    """Renders each record's message and traceback once, redacted, so no formatter sees the raw values."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed log call must not lose the line
+            message = f"{record.msg!r} {record.args!r}"
+        record.msg = redact(message)
+        record.args = None
+        if record.exc_info:
+            record.exc_text = redact("".join(traceback.format_exception(*record.exc_info)).rstrip())
+            record.exc_info = None
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+class AddContext(logging.Filter):
+    """Puts the appointment and task being worked on into every line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        appointment_id = appointment_context.get()
+        if appointment_id and not hasattr(record, "appointment_id"):
+            record.appointment_id = appointment_id
+        task_id = task_context.get()
+        if task_id and not hasattr(record, "task_id"):
+            record.task_id = task_id
+        return True
+
+
+class Json(JsonFormatter):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("timestamp", True)
+        super().__init__("%(levelname)s %(name)s %(message)s", *args, **kwargs)
+
+    def add_fields(self, log_record: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
+        super().add_fields(log_record, record, message_dict)
+        if record.exc_text:
+            log_record["exception"] = record.exc_text
+        log_record.pop("exc_text", None)
+
+
+class Text(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+@contextmanager
+def bound(appointment_id: str | None = None, task_id: str | None = None) -> Iterator[None]:
+    tokens = [(var, var.set(value)) for var, value in ((appointment_context, appointment_id), (task_context, task_id))
+              if value]
+    try:
+        yield
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)
+
+
+def logging_dict(level: str = "INFO", fmt: str = "json", stream: Any = "ext://sys.stderr") -> dict[str, Any]:
+    """A dictConfig for meetbridge's processes (gunicorn's config uses it for its own loggers too)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"redact": {"()": RedactSecrets}, "context": {"()": AddContext}},
+        "formatters": {"json": {"()": Json}, "text": {"()": Text}},
+        "handlers": {
+            "console": {
+                "class": "logging.StreamHandler",
+                "stream": stream,
+                "formatter": fmt if fmt in ("json", "text") else "json",
+                "filters": ["context", "redact"],
+            }
+        },
+        "root": {"level": level, "handlers": ["console"]},
+        "loggers": {
+            "gunicorn.error": {"level": level, "handlers": ["console"], "propagate": False},
+            "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
+            "httpx": {"level": "WARNING"},
+            "httpcore": {"level": "WARNING"},
+        },
+    }
+
+
+def configure(level: str = "INFO", fmt: str = "json", secrets: Iterable[str] = ()) -> None:
+    register_secrets(secrets)
+    logging.config.dictConfig(logging_dict(level, fmt, sys.stderr))

@@ -1,0 +1,90 @@
+"""What meetbridge knows about an appointment after one meetergo event, independent of its wire format.
+
+The receiver turns each delivery (either envelope, either cancel shape) and the worker turns each read-back
+into an `AppointmentEvent`; the events recorded for an appointment are later folded into its desired state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+EventKind = Literal["booking_created", "booking_rescheduled", "booking_cancelled", "readback"]
+ACTIONABLE_EVENTS: tuple[EventKind, ...] = ("booking_created", "booking_rescheduled", "booking_cancelled")
+# meetergo's documented event types that the service receives but does not act on.
+IGNORED_EVENTS = ("new_employee", "form_submission")
+
+
+@dataclass(frozen=True)
+class Host:
+    email: str
+    name: str = ""
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class Attendee:
+    email: str
+    name: str = ""
+    timezone: str | None = None
+
+
+@dataclass(frozen=True)
+class MeetingType:
+    id: str | None = None
+    slug: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class AppointmentEvent:
+    kind: EventKind
+    appointment_id: str
+    # meetergo's own time of this change (updatedAt, rescheduledAt or the cancel time): orders events.
+    occurred_at: datetime | None
+    start: datetime | None = None
+    end: datetime | None = None
+    hosts: tuple[Host, ...] = ()
+    attendees: tuple[Attendee, ...] = ()
+    meeting_type: MeetingType | None = None
+    cancelled: bool = False
+    cancel_reason: str | None = None
+
+    @property
+    def has_schedule(self) -> bool:
+        return self.start is not None and self.end is not None and bool(self.hosts)
+
+    def fingerprint(self) -> str:
+        """Identical for every delivery of the same event (meetergo sends no delivery id)."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for name in ("occurred_at", "start", "end"):
+            value = getattr(self, name)
+            data[name] = value.isoformat() if value else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AppointmentEvent:
+        meeting_type = data.get("meeting_type")
+        return cls(
+            kind=data["kind"],
+            appointment_id=data["appointment_id"],
+            occurred_at=_parse(data.get("occurred_at")),
+            start=_parse(data.get("start")),
+            end=_parse(data.get("end")),
+            hosts=tuple(Host(**h) for h in data.get("hosts") or ()),
+            attendees=tuple(Attendee(**a) for a in data.get("attendees") or ()),
+            meeting_type=MeetingType(**meeting_type) if meeting_type else None,
+            cancelled=bool(data.get("cancelled")),
+            cancel_reason=data.get("cancel_reason"),
+        )
+
+
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None

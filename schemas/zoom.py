@@ -1,0 +1,86 @@
+"""Zoom request bodies and the parts of its responses meetbridge reads, per the Zoom OpenAPI subset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, fields, post_load
+from marshmallow.validate import Length
+
+ZOOM_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # UTC with Z: numeric offsets are not documented for Zoom
+SCHEDULED_MEETING = 2
+TOPIC_LIMIT = 200
+AGENDA_LIMIT = 2000
+
+
+def zoom_time(value: datetime) -> str:
+    return value.astimezone(UTC).strftime(ZOOM_TIME_FORMAT)
+
+
+@dataclass(frozen=True)
+class MeetingSpec:
+    """The meeting meetbridge wants Zoom to hold for one appointment."""
+
+    topic: str
+    start_time: datetime
+    duration: int  # minutes
+    timezone: str
+    agenda: str
+    alternative_hosts: tuple[str, ...] = ()
+
+
+class MeetingSettingsSchema(Schema):
+    alternative_hosts = fields.Function(lambda spec: ";".join(spec.alternative_hosts))
+    # Alternative hosts are told by Zoom itself, so they hold the start link without meetbridge sending it.
+    alternative_hosts_email_notification = fields.Function(lambda spec: bool(spec.alternative_hosts))
+
+
+class MeetingRequestSchema(Schema):
+    """Body of `POST /users/{userId}/meetings` and `PATCH /meetings/{meetingId}`."""
+
+    topic = fields.Function(lambda spec: spec.topic[:TOPIC_LIMIT])
+    type = fields.Constant(SCHEDULED_MEETING)
+    start_time = fields.Function(lambda spec: zoom_time(spec.start_time))
+    duration = fields.Integer()
+    timezone = fields.String()
+    agenda = fields.Function(lambda spec: spec.agenda[:AGENDA_LIMIT])
+    settings = fields.Function(lambda spec: MeetingSettingsSchema().dump(spec))
+
+
+@dataclass(frozen=True)
+class ZoomMeeting:
+    id: int
+    host_email: str | None = None
+    topic: str | None = None
+    agenda: str | None = None
+    start_time: str | None = None
+    duration: int | None = None
+    timezone: str | None = None
+    join_url: str | None = None
+    start_url: str | None = None
+    alternative_hosts: str | None = None
+
+
+class MeetingResponseSchema(Schema):
+    """The fields read from a create (201), get (200) or list item."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    id = fields.Integer(required=True, strict=True)
+    host_email = fields.String(allow_none=True)
+    topic = fields.String(allow_none=True)
+    agenda = fields.String(allow_none=True, validate=Length(max=100_000))
+    start_time = fields.String(allow_none=True)
+    duration = fields.Integer(allow_none=True)
+    timezone = fields.String(allow_none=True)
+    join_url = fields.String(allow_none=True)
+    start_url = fields.String(allow_none=True)
+    settings = fields.Dict(allow_none=True)
+
+    @post_load
+    def to_meeting(self, data: dict[str, Any], **_: Any) -> ZoomMeeting:
+        settings = data.pop("settings", None) or {}
+        return ZoomMeeting(**data, alternative_hosts=settings.get("alternative_hosts"))

@@ -1,0 +1,67 @@
+"""Issue 2: a booking in meetergo becomes one Zoom meeting and one NeetoCal booking, end to end."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from tests.support import Sims, Stack
+
+FIXTURE = Path(__file__).parent.parent / "fixtures" / "meetergo" / "booking_created.json"
+
+
+def documented_example(days_ahead: int = 10) -> dict:
+    """The documented booking_created example, moved into the future (same local time, same offset)."""
+    body = json.loads(FIXTURE.read_text())
+    start = datetime.fromisoformat(body["start"])
+    future = (datetime.now(UTC) + timedelta(days=days_ahead)).date()
+    shift = datetime.combine(future, start.timetz()) - start
+    for key in ("start", "end"):
+        body[key] = (datetime.fromisoformat(body[key]) + shift).isoformat()
+    for key in ("createdAt", "updatedAt"):
+        body[key] = (datetime.now(UTC) - timedelta(minutes=5)).isoformat().replace("+00:00", "Z")
+    return body
+
+
+def test_documented_booking_becomes_one_zoom_meeting_and_one_neetocal_booking(stack: Stack, sims: Sims) -> None:
+    body = documented_example()
+    response = stack.deliver(body)
+    assert response.status_code == 202, response.text
+    assert response.json() == {"status": "accepted", "appointment_id": "appt-uuid-12345"}
+
+    view = stack.wait_for_status("appt-uuid-12345", "synced")
+
+    start = datetime.fromisoformat(body["start"])
+    [meeting] = sims.zoom_meetings()
+    assert meeting["host_email"] == "john@example.com"
+    assert meeting["start_time"] == start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert meeting["duration"] == 30
+    assert meeting["timezone"] == "America/New_York"
+    assert meeting["topic"] == "Discovery Call with Jane Doe"
+    assert "appt-uuid-12345" in meeting["agenda"]
+
+    [booking] = sims.neetocal_bookings()
+    local = start.astimezone(ZoneInfo("America/New_York"))
+    assert booking["email"] == "customer@example.com"
+    assert booking["time_zone"] == "America/New_York"
+    assert booking["starts_at"] == start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    sent = [r for r in sims.calls("neetocal", "POST", "/bookings") if r["status"] == 200][0]["json"]
+    assert sent["slot_date"] == local.strftime("%Y-%m-%d")
+    assert sent["slot_start_time"] == local.strftime("%I:%M %p")  # 12-hour, in the attendee's zone
+    assert view["zoom"]["meeting_id"] == meeting["id"]
+    assert str(meeting["id"]) in view["zoom"]["join_url"]
+    assert booking["form_responses"]["zoom_join_url"] == view["zoom"]["join_url"]
+    assert booking["form_responses"]["zoom_host_link"] == view["host_link"]
+    assert view["neetocal"]["booking_sid"] == booking["sid"]
+    assert view["host_link"].startswith("http://meetbridge.test/h/appt-uuid-12345/")
+    assert view["error"] is None
+    assert "start_url" not in json.dumps(view).replace("start_url_expires_at", "")
+
+
+def test_every_zoom_request_validates_against_the_openapi_subset(stack: Stack, sims: Sims) -> None:
+    stack.deliver(documented_example())
+    stack.wait_for_status("appt-uuid-12345", "synced")
+    assert sims.get("zoom", "validation_errors")["errors"] == []
+    assert sims.calls("zoom", "POST", "/meetings"), "the sync sent no create request"

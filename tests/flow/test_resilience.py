@@ -1,0 +1,188 @@
+"""Issue 5: nothing lost, nothing duplicated — through faults, crashes, Redis restarts, storms and quotas."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import redis
+
+from sandbox import meetergo as meetergo_sim
+from tests.support import RedisServer, Sims, Stack, appointment, wait_until
+from workers.readback import reconcile
+from workers.services import build_services
+
+
+def host(n: int) -> dict[str, Any]:
+    return {"id": f"host-{n}", "email": f"host{n}@example.com", "givenName": "Host", "familyName": str(n)}
+
+
+def bookings(count: int, hosts: int) -> list[dict[str, Any]]:
+    """`count` appointments spread over `hosts` hosts, 45 minutes apart per host (no host double-booked)."""
+    appointments = []
+    for n in range(count):
+        slot = n // hosts
+        appointments.append(appointment(days=2 + slot // 16, hour=6 + (slot % 16) * 45 // 60,
+                                        minute=(slot % 16) * 45 % 60, host=host(n % hosts)))
+    return appointments
+
+
+def deliver_all(stack: Stack, payloads: list[dict[str, Any]], threads: int = 16) -> list[int]:
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(lambda payload: stack.deliver(payload).status_code, payloads))
+
+
+def statuses(client: redis.Redis, ids: list[str]) -> Counter[str]:
+    with client.pipeline() as pipe:
+        for appointment_id in ids:
+            pipe.hget(f"mb:appt:{appointment_id}", "status")
+        return Counter(pipe.execute())
+
+
+def wait_all_synced(client: redis.Redis, ids: list[str], timeout: float) -> None:
+    wait_until(lambda: statuses(client, ids) == Counter({"synced": len(ids)}), timeout=timeout, interval=1,
+               message="every appointment to be synced")
+
+
+def exactly_one_each(sims: Sims, ids: list[str]) -> None:
+    meetings = Counter(m["agenda"].rsplit("appointment ", 1)[1].rstrip(").") for m in sims.zoom_meetings())
+    assert meetings == Counter(ids), "each appointment has exactly one live Zoom meeting"
+    assert len(sims.neetocal_bookings()) == len(ids)
+    answers = Counter(b["form_responses"]["zoom_join_url"] for b in sims.neetocal_bookings())
+    assert max(answers.values()) == 1
+
+
+@pytest.mark.slow
+def test_two_hundred_bookings_through_thirty_percent_faults(make_stack, sims: Sims, redis_client) -> None:
+    for name in ("zoom", "neetocal"):
+        sims.configure(name, fault_rate=0.3, fault_kinds=["500", "429", "timeout", "reset"], timeout_seconds=1.5,
+                       seed=7)
+    stack = make_stack(workers=2, concurrency=16, HTTP_TIMEOUT_SECONDS=1, RETRY_MAX_DELAY_SECONDS=4,
+                       SYNC_MAX_RETRIES=12)
+    appointments = bookings(200, hosts=20)
+    assert set(deliver_all(stack, [meetergo_sim.booking_created(a) for a in appointments])) == {202}
+    ids = [a["id"] for a in appointments]
+    wait_all_synced(redis_client, ids, timeout=240)
+    exactly_one_each(sims, ids)
+    faults = Counter(r["fault"] for r in sims.requests("zoom") + sims.requests("neetocal") if r["fault"])
+    assert set(faults) == {"500", "429", "timeout", "reset"}, faults  # every kind really happened
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_call_loses_and_duplicates_nothing(make_stack, sims: Sims, redis_client) -> None:
+    for name in ("zoom", "neetocal"):
+        sims.configure(name, latency_ms=400)
+    stack = make_stack(workers=0, BROKER_VISIBILITY_TIMEOUT_SECONDS=4)
+    worker = stack.start_worker(concurrency=8)
+    appointments = bookings(30, hosts=10)
+    deliver_all(stack, [meetergo_sim.booking_created(a) for a in appointments])
+    ids = [a["id"] for a in appointments]
+    # Kill it while calls are in flight: some creates have reached Zoom but not been recorded.
+    wait_until(lambda: len(sims.zoom_meetings()) >= 5, timeout=30)
+    worker.kill(signal.SIGKILL)
+    assert statuses(redis_client, ids)["synced"] < 30, "the kill came too late to test anything"
+    stack.start_worker(concurrency=8)
+    wait_all_synced(redis_client, ids, timeout=120)
+    exactly_one_each(sims, ids)
+
+
+@pytest.mark.slow
+def test_redis_restart_with_work_queued_loses_nothing(make_stack, sims: Sims, tmp_path) -> None:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        sims.configure("zoom", latency_ms=200)
+        stack = make_stack(workers=0, REDIS_URL=server.url, BROKER_VISIBILITY_TIMEOUT_SECONDS=5)
+        appointments = bookings(40, hosts=10)
+        payloads = [meetergo_sim.booking_created(a) for a in appointments]
+        assert set(deliver_all(stack, payloads[:20])) == {202}
+        stack.start_worker(concurrency=4)
+        wait_until(lambda: len(sims.zoom_meetings()) >= 2, timeout=30)
+
+        server.popen.send_signal(signal.SIGKILL)  # no goodbye: only what is on disk survives
+        server.popen.wait()
+        refused = deliver_all(stack, payloads[20:30])
+        assert set(refused) == {503}  # not acknowledged: the sender keeps them and tries again
+        server.start()
+        assert set(deliver_all(stack, payloads[20:])) == {202}
+
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        wait_all_synced(client, [a["id"] for a in appointments], timeout=120)
+        exactly_one_each(sims, [a["id"] for a in appointments])
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_duplicate_storm(make_stack, sims: Sims, redis_client) -> None:
+    stack = make_stack(workers=2, concurrency=16)
+    appointments = bookings(300, hosts=30)
+    payloads = [meetergo_sim.booking_created(a) for a in appointments] * 3
+    results = deliver_all(stack, payloads, threads=32)
+    assert set(results) == {202}
+    ids = [a["id"] for a in appointments]
+    wait_all_synced(redis_client, ids, timeout=180)
+    assert len(sims.zoom_meetings()) == 300
+    assert len(sims.neetocal_bookings()) == 300
+    assert len([r for r in sims.calls("zoom", "POST", "/meetings") if r["status"] == 201]) == 300
+
+
+def test_daily_quota_waits_instead_of_spending_requests_that_would_429(make_stack, sims: Sims,
+                                                                       redis_client) -> None:
+    stack = make_stack(ZOOM_HOST_DAILY_LIMIT=5)
+    john = [appointment(days=2, hour=6 + n) for n in range(6)]
+    for appt in john[:5]:
+        stack.deliver(meetergo_sim.booking_created(appt))
+    for appt in john[:5]:
+        stack.wait_for_status(appt["id"], "synced")
+    stack.deliver(meetergo_sim.booking_created(john[5]))
+    view = stack.wait_for_status(john[5]["id"], "waiting")
+    assert "daily limit of 5" in view["waiting"]["reason"]
+    assert view["waiting"]["until"].endswith("T00:00:00Z")
+    assert not [r for r in sims.requests("zoom") if r["status"] == 429]
+    assert len(sims.zoom_meetings()) == 5
+
+
+def test_zoom_daily_429_parks_the_host_until_midnight_while_others_flow(stack: Stack, sims: Sims) -> None:
+    sims.post("zoom", "quota", {"user": "maria@example.com", "used": 100})  # another app spent Maria's budget
+    maria = appointment(host=meetergo_sim.MARIA)
+    stack.deliver(meetergo_sim.booking_created(maria))
+    view = stack.wait_for_status(maria["id"], "waiting")
+    assert "daily limit" in view["waiting"]["reason"] and "Zoom answered 429" in view["waiting"]["reason"]
+    assert view["waiting"]["until"].endswith("T00:00:00Z")
+
+    john = appointment()
+    stack.deliver(meetergo_sim.booking_created(john))
+    stack.wait_for_status(john["id"], "synced")
+    time.sleep(3)  # a retry loop would have called again by now
+    maria_creates = [r for r in sims.calls("zoom", "POST", "/users/maria@example.com/meetings")]
+    assert len(maria_creates) == 1 and maria_creates[0]["status"] == 429
+    assert stack.appointment(maria["id"])["status"] == "waiting"
+
+
+def test_one_reconcile_run_heals_a_lost_webhook(make_stack, sims: Sims) -> None:
+    stack = make_stack(MEETERGO_API_KEY="sandbox-meetergo-key")
+    lost = appointment(host=meetergo_sim.JOHN)
+    sims.post("meetergo", "appointments", lost)  # booked in meetergo; its webhook never arrived
+    assert stack.appointment(lost["id"]) is None
+
+    services = build_services(stack.settings)
+    from workers.tasks import queue_syncs
+
+    assert reconcile(services, lambda ids: queue_syncs(services, ids)) == 1
+    view = stack.wait_for_status(lost["id"], "synced")
+    [meeting] = sims.zoom_meetings()
+    assert meeting["host_email"] == "john@example.com"
+    assert view["neetocal"]["booking_sid"]
+    assert reconcile(services, lambda ids: queue_syncs(services, ids)) == 0  # nothing out of date any more
+
+
+def test_beat_reconciles_on_its_own(make_stack, sims: Sims) -> None:
+    stack = make_stack(beat=True, MEETERGO_API_KEY="sandbox-meetergo-key", RECONCILE_SECONDS=2)
+    lost = appointment()
+    sims.post("meetergo", "appointments", lost)
+    stack.wait_for_status(lost["id"], "synced", timeout=30)

@@ -1,0 +1,288 @@
+"""Running meetbridge for tests: the web app over HTTP, real Celery workers and beat as processes, a real Redis,
+and the simulators over HTTP. Nothing here mocks the service."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from meetbridge.config import Settings
+from sandbox import meetergo as meetergo_sim
+from sandbox.server import RunningServer, Sandbox, serve
+from webhooks import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_URL = os.environ.get("MEETBRIDGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+WEBHOOK_TOKEN = "test-webhook-token-0123456789"
+ADMIN_TOKEN = "test-admin-token-0123456789"
+SECRET_KEY = "test-secret-key-0123456789abcdef"
+T = TypeVar("T")
+
+
+def wait_until(check: Callable[[], T], timeout: float = 30.0, interval: float = 0.1, message: str = "") -> T:
+    """Poll `check` until it returns something truthy; fail with `message` (and the last value) on timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s: {message} (last: {last!r})")
+
+
+class Sims:
+    """The simulators' control API (`/_sandbox`)."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        self.http = httpx.Client(timeout=10)
+
+    def url(self, name: str) -> str:
+        return getattr(self.sandbox, name).url
+
+    def reset(self) -> None:
+        for name in ("zoom", "neetocal", "meetergo"):
+            self.http.post(f"{self.url(name)}/_sandbox/reset").raise_for_status()
+
+    def configure(self, name: str, **values: Any) -> dict[str, Any]:
+        response = self.http.patch(f"{self.url(name)}/_sandbox/config", json=values)
+        response.raise_for_status()
+        return response.json()
+
+    def get(self, name: str, what: str) -> Any:
+        response = self.http.get(f"{self.url(name)}/_sandbox/{what}")
+        response.raise_for_status()
+        return response.json()
+
+    def post(self, name: str, what: str, body: Any) -> Any:
+        response = self.http.post(f"{self.url(name)}/_sandbox/{what}", json=body)
+        response.raise_for_status()
+        return response.json()
+
+    def requests(self, name: str) -> list[dict[str, Any]]:
+        return self.get(name, "requests")["requests"]
+
+    def calls(self, name: str, method: str, path_part: str) -> list[dict[str, Any]]:
+        return [r for r in self.requests(name) if r["method"] == method and path_part in r["path"]]
+
+    def zoom_meetings(self, live_only: bool = True) -> list[dict[str, Any]]:
+        meetings = self.get("zoom", "meetings")["meetings"]
+        return [m for m in meetings if not (live_only and m.get("deleted"))]
+
+    def neetocal_bookings(self, live_only: bool = True) -> list[dict[str, Any]]:
+        bookings = self.get("neetocal", "bookings")["bookings"]
+        return [b for b in bookings if not (live_only and b.get("status") == "cancelled")]
+
+
+def service_env(sandbox: Sandbox, redis_url: str, **overrides: Any) -> dict[str, str]:
+    """The environment of a meetbridge process pointed at the simulators."""
+    env = {
+        "REDIS_URL": redis_url,
+        "MEETERGO_WEBHOOK_TOKENS": WEBHOOK_TOKEN,
+        "SECRET_KEY": SECRET_KEY,
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "PUBLIC_URL": "http://meetbridge.test",
+        "HTTP_TIMEOUT_SECONDS": "3",
+        "LOG_LEVEL": "INFO",
+        "LOG_FORMAT": "json",
+        **{k: v for k, v in sandbox.env.items() if k not in ("MEETERGO_API_KEY", "MEETERGO_API_USER_ID")},
+    }
+    for key, value in overrides.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = str(value)
+    return env
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, sig)
+            self.popen.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@dataclass
+class Stack:
+    """One meetbridge deployment: web (in this process, over HTTP), workers and beat (processes)."""
+
+    env: dict[str, str]
+    log_dir: Path
+    web: RunningServer | None = None
+    processes: list[Process] = field(default_factory=list)
+    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10))
+
+    @property
+    def settings(self) -> Settings:
+        return Settings.from_env(self.env)
+
+    def start_web(self) -> RunningServer:
+        self.web = serve(create_app(self.settings))
+        return self.web
+
+    def start_worker(self, concurrency: int = 8, name: str | None = None, **extra_env: Any) -> Process:
+        name = name or f"worker{len(self.processes)}"
+        args = [sys.executable, "-m", "celery", "--app", "workers.celery_app", "worker", "--pool", "threads",
+                "--concurrency", str(concurrency), "--queues", "meetbridge", "--hostname", f"{name}@%h",
+                "--without-mingle", "--without-gossip", "--loglevel", "INFO"]
+        process = self._spawn(name, args, extra_env)
+        wait_until(lambda: "ready" in process.log() or process.popen.poll() is not None, timeout=30,
+                   message=f"{name} to start")
+        assert process.popen.poll() is None, f"{name} exited:\n{process.log()[-3000:]}"
+        return process
+
+    def start_beat(self, name: str | None = None, **extra_env: Any) -> Process:
+        name = name or f"beat{len(self.processes)}"
+        args = [sys.executable, "-m", "celery", "--app", "workers.celery_app", "beat", "--loglevel", "INFO"]
+        return self._spawn(name, args, extra_env)
+
+    def _spawn(self, name: str, args: list[str], extra_env: dict[str, Any]) -> Process:
+        env = {**os.environ, **self.env, **{k: str(v) for k, v in extra_env.items()}}
+        log_path = self.log_dir / f"{name}.log"
+        handle = log_path.open("wb")
+        popen = subprocess.Popen(args, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+        process = Process(name, popen, log_path)
+        self.processes.append(process)
+        return process
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.stop()
+        if self.web:
+            self.web.stop()
+        self.http.close()
+
+    # --- talking to it -----------------------------------------------------------------------------------
+    def deliver(self, payload: dict[str, Any], token: str = WEBHOOK_TOKEN) -> httpx.Response:
+        assert self.web is not None
+        return self.http.post(f"{self.web.url}/webhooks/meetergo", params={"token": token}, json=payload)
+
+    def appointment(self, appointment_id: str) -> dict[str, Any] | None:
+        assert self.web is not None
+        response = self.http.get(f"{self.web.url}/api/appointments/{appointment_id}",
+                                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return response.json()
+
+    def wait_for_status(self, appointment_id: str, status: str, timeout: float = 30.0) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            view = self.appointment(appointment_id)
+            return view if view and view["status"] == status else None
+
+        try:
+            return wait_until(reached, timeout=timeout, message=f"{appointment_id} to become {status}")
+        except AssertionError as error:
+            raise AssertionError(f"{error}\nview: {self.appointment(appointment_id)}\n"
+                                 f"logs:\n{self.logs()[-4000:]}") from None
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.log()}" for p in self.processes)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    """A Redis of the test's own (with AOF), so a test can stop and restart it."""
+
+    def __init__(self, directory: Path, appendonly: bool = True) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.appendonly = appendonly
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import redis
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.popen = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always", "--save", "",
+             "--maxmemory-policy", "noeviction"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        client = redis.Redis(port=self.port)
+
+        def answers() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.RedisError:
+                return False
+
+        wait_until(answers, timeout=10, message="redis-server to start")
+        client.close()
+
+    def stop(self) -> None:
+        if self.popen and self.popen.poll() is None:
+            self.popen.terminate()
+            self.popen.wait(timeout=10)
+
+
+def future_start(days: int = 3, hour: int = 10, minute: int = 0) -> datetime:
+    moment = datetime.now(UTC) + timedelta(days=days)
+    return moment.replace(hour=hour, minute=minute, second=0, microsecond=0)
+
+
+def appointment(days: int = 3, hour: int = 10, minute: int = 0, **kwargs: Any) -> dict[str, Any]:
+    """A meetergo appointment in the future (the simulator's builder), updated a minute ago."""
+    appt = meetergo_sim.make_appointment(future_start(days, hour, minute), **kwargs)
+    appt["updatedAt"] = appt["createdAt"] = _iso(datetime.now(UTC) - timedelta(minutes=1))
+    return appt
+
+
+def moved(appt: dict[str, Any], start: datetime, minutes: int = 30, seconds_later: int = 1,
+          **changes: Any) -> dict[str, Any]:
+    """The appointment after a reschedule in meetergo (its timestamps strictly later)."""
+    at = datetime.fromisoformat(appt["updatedAt"].replace("Z", "+00:00")) + timedelta(seconds=seconds_later)
+    return {**appt, "start": start.isoformat(), "end": (start + timedelta(minutes=minutes)).isoformat(),
+            "updatedAt": _iso(at), "rescheduledAt": _iso(at), **changes}
+
+
+def cancelled_payload(appt: dict[str, Any], seconds_later: int = 1, shape: str = "webhook",
+                      reason: str = "Something came up") -> dict[str, Any]:
+    at = datetime.fromisoformat(appt["updatedAt"].replace("Z", "+00:00")) + timedelta(seconds=seconds_later)
+    later = {**appt, "updatedAt": _iso(at), "cancel": {"cancelledAt": _iso(at), "cancelledBy": "attendee",
+                                                       "reason": reason}}
+    return meetergo_sim.booking_cancelled(later, shape=shape)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,32 @@
+"""The message the webhook builds must be exactly what Celery's Redis transport would publish."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import redis
+from celery import Celery
+
+from tests.support import REDIS_URL
+from workers.celery_app import app
+from workers.queue import task_message
+
+
+def test_task_message_matches_what_send_task_publishes(redis_client: redis.Redis) -> None:
+    queue = "mb-test-queue"
+    producer_app = Celery("shape-check", broker=REDIS_URL)
+    producer_app.conf.task_default_queue = queue
+    producer_app.send_task("meetbridge.sync_appointment", args=("a1",))
+    published = json.loads(redis_client.lpop(queue))
+    built = json.loads(task_message(app, "meetbridge.sync_appointment", ("a1",), queue))
+
+    assert built.keys() == published.keys()
+    assert built["headers"].keys() == published["headers"].keys()
+    assert built["properties"].keys() == published["properties"].keys()
+    for key in ("content-type", "content-encoding"):
+        assert built[key] == published[key]
+    for key in ("task", "argsrepr", "retries", "lang"):
+        assert built["headers"][key] == published["headers"][key]
+    assert built["properties"]["delivery_info"] == published["properties"]["delivery_info"]
+    assert base64.b64decode(built["body"]) == base64.b64decode(published["body"])

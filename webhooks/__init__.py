@@ -1,0 +1,42 @@
+"""The web process: the meetergo webhook receiver, the admin API, host links, health and metrics.
+
+No remote call happens on the webhook path: it authenticates, validates, records and queues in one Redis
+round trip and answers. Host links are the one place the web talks to Zoom (a start_url fetched on the spot
+for a host who is waiting for it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from meetbridge import logs
+from meetbridge.config import MAX_WEBHOOK_BODY_BYTES, Settings, get_settings
+from workers.services import Services, build_services
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
+    settings = settings or get_settings()
+    settings.require_web()
+    logs.register_secrets(settings.secrets())
+
+    app = Flask(__name__)
+    app.config.from_mapping(MAX_CONTENT_LENGTH=MAX_WEBHOOK_BODY_BYTES, JSON_SORT_KEYS=False)
+    app.extensions["meetbridge"] = services or build_services(settings)
+
+    from webhooks import admin, health, host_links, meetergo, openapi
+
+    for module in (meetergo, admin, host_links, health, openapi):
+        app.register_blueprint(module.bp)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Any:
+        return jsonify(error=error.description or error.name), error.code
+
+    return app
+
+
+def services_of(app: Flask) -> Services:
+    return app.extensions["meetbridge"]

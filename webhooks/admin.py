@@ -1,0 +1,38 @@
+"""`/api/*`: the operators' view of appointments (bearer ADMIN_TOKEN; answers 404 when none is set)."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from flask import Blueprint, abort, current_app, jsonify, request
+
+from workers.operations import appointment_view, replay
+
+bp = Blueprint("admin", __name__, url_prefix="/api")
+
+
+@bp.before_request
+def require_admin_token() -> Any:
+    token = current_app.extensions["meetbridge"].settings.admin_token
+    if not token:
+        abort(404)
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        return jsonify(error="missing or wrong admin token"), 401
+    return None
+
+
+@bp.get("/appointments/<appointment_id>")
+def show(appointment_id: str) -> Any:
+    view = appointment_view(current_app.extensions["meetbridge"], appointment_id)
+    if view is None:
+        return jsonify(error=f"no appointment {appointment_id}"), 404
+    return jsonify(view)
+
+
+@bp.post("/appointments/<appointment_id>/replay")
+def replay_one(appointment_id: str) -> Any:
+    if not replay(current_app.extensions["meetbridge"], appointment_id):
+        return jsonify(error=f"no appointment {appointment_id}"), 404
+    return jsonify(status="queued", appointment_id=appointment_id), 202

@@ -1,0 +1,87 @@
+"""The Celery app (`celery -A workers.celery_app worker|beat`).
+
+Configured lazily from `Settings` on first use, so importing this module reads no environment. Tasks are
+acknowledged only after they finish and are given back to the queue if their worker dies (at-least-once);
+every task is idempotent, so a second delivery is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, signals
+
+from meetbridge import logs
+from meetbridge.config import Settings, get_settings
+from workers.queue import QUEUE
+
+log = logging.getLogger(__name__)
+
+app = Celery("meetbridge", include=["workers.tasks"])
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    schedule: dict[str, Any] = {
+        "sweep-schedules": {"task": "meetbridge.sweep", "schedule": settings.refresh_sweep_seconds},
+    }
+    if settings.meetergo_readback:
+        schedule["reconcile-meetergo"] = {"task": "meetbridge.reconcile", "schedule": settings.reconcile_seconds}
+    return {
+        "broker_url": settings.redis_url,
+        "broker_transport_options": {
+            # A task not acknowledged this long after delivery (its worker died) goes back to the queue.
+            # Must exceed the longest retry countdown (RETRY_MAX_DELAY_SECONDS).
+            "visibility_timeout": settings.broker_visibility_timeout_seconds,
+            "socket_timeout": 10,
+            "socket_connect_timeout": 5,
+            "health_check_interval": 30,
+        },
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "task_default_queue": QUEUE,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "worker_prefetch_multiplier": 1,
+        "worker_hijack_root_logger": False,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "beat_schedule": schedule,
+        # Beat keeps its schedule in memory: every entry is a short interval, nothing to remember across restarts.
+        "beat_scheduler": "celery.beat:Scheduler",
+        "timezone": "UTC",
+    }
+
+
+@app.on_configure.connect
+def _configure(sender: Celery, **_: Any) -> None:
+    sender.conf.update(celery_config(get_settings()))
+
+
+@signals.setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    settings = get_settings()
+    logs.configure(settings.log_level, settings.log_format, settings.secrets())
+
+
+@signals.worker_init.connect
+@signals.beat_init.connect
+def _check_redis(**_: Any) -> None:
+    from workers.durability import require_safe_redis
+
+    require_safe_redis(get_settings())
+
+
+@signals.task_prerun.connect
+def _bind_task(task_id: str | None = None, args: Any = None, **_: Any) -> None:
+    appointment_id = args[0] if args and isinstance(args[0], str) else None
+    logs.appointment_context.set(appointment_id)
+    logs.task_context.set(task_id)
+
+
+@signals.task_postrun.connect
+def _unbind_task(**_: Any) -> None:
+    logs.appointment_context.set(None)
+    logs.task_context.set(None)

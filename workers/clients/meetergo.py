@@ -1,0 +1,84 @@
+"""meetergo REST API (v4): appointments read back for the truth, and the company's users (host emails)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from workers.clients.base import ApiClient
+from workers.clients.errors import NotConfigured, ValidationFailed
+from workers.limits import RateLimiter
+
+PAGE_SIZE = 50
+
+
+class MeetergoClient(ApiClient):
+    service = "meetergo"
+
+    def __init__(self, base_url: str, *, api_key: str | None, api_user_id: str | None = None,
+                 limiter: RateLimiter | None = None, **kwargs: Any) -> None:
+        super().__init__(base_url, **kwargs)
+        self.api_key = api_key
+        self.api_user_id = api_user_id
+        self.limiter = limiter
+
+    def get_appointment(self, appointment_id: str) -> dict[str, Any]:
+        return self.request("GET", f"v4/appointment/{appointment_id}", operation="get_appointment").json()
+
+    def appointments(self) -> Iterator[dict[str, Any]]:
+        """Every appointment, page by page.
+
+        The docs number pages from 1, the n8n node from 0: start at 0 (skipped if refused) and drop
+        appointments already seen, so either numbering yields each appointment once.
+        """
+        seen: set[str] = set()
+        page, stale_pages = 0, 0
+        while stale_pages < 2:
+            try:
+                body = self.request("GET", "v4/appointment/paginated", operation="list_appointments",
+                                    params={"page": page, "limit": PAGE_SIZE, "pageSize": PAGE_SIZE}).json()
+            except ValidationFailed:
+                if page != 0:
+                    raise
+                page = 1
+                continue
+            items = [item for item in body.get("appointments") or [] if isinstance(item, dict)]
+            fresh = [item for item in items if item.get("id") not in seen]
+            seen.update(str(item.get("id")) for item in fresh)
+            yield from fresh
+            if len(items) < PAGE_SIZE:
+                return
+            stale_pages = 0 if fresh else stale_pages + 1
+            page += 1
+
+    def users(self) -> Iterator[dict[str, Any]]:
+        offset = 0
+        while True:
+            body = self.request("GET", "v4/user", operation="list_users",
+                                params={"limit": 100, "offset": offset}).json()
+            users = body.get("users") or []
+            yield from users
+            offset += len(users)
+            if not users or offset >= int(body.get("total") or 0):
+                return
+
+    def auth_headers(self) -> dict[str, str]:
+        if not self.api_key:
+            raise NotConfigured("MEETERGO_API_KEY is not set", service="meetergo")
+        headers = {"Authorization": f"Bearer {self.api_key}"}
+        # A platform key acts for the company and must name the user it acts as; a personal token must not.
+        if self.api_key.startswith("ak_live:") and self.api_user_id:
+            headers["x-meetergo-api-user-id"] = self.api_user_id
+        return headers
+
+    def before_request(self, operation: str) -> None:
+        if self.limiter:
+            self.limiter.acquire()
+
+    def describe_error(self, body: Any) -> tuple[str, int | str | None]:
+        message, _ = super().describe_error(body)
+        if isinstance(body, dict) and isinstance(body.get("errors"), list):
+            details = "; ".join(f"{e.get('field')}: {e.get('message')}" for e in body["errors"]
+                                if isinstance(e, dict))
+            message = f"{message} ({details})" if details else message
+        return message, None

@@ -1,0 +1,103 @@
+"""Fold everything known about an appointment into the state Zoom and NeetoCal should be in.
+
+Deliveries repeat and arrive in any order, so nothing is replayed: the newest knowledge by meetergo's own
+timestamps wins, fields an event leaves out are filled from older ones, and a cancellation is final unless a
+newer read-back of the appointment says otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from schemas.events import AppointmentEvent, Attendee, Host, MeetingType
+
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+# On equal timestamps: a reschedule is newer than the creation, and a read-back is the truth.
+_KIND_RANK = {"booking_created": 0, "booking_rescheduled": 1, "booking_cancelled": 2, "readback": 3}
+
+
+def _order(event: AppointmentEvent) -> tuple[datetime, int]:
+    return event.occurred_at or _EPOCH, _KIND_RANK[event.kind]
+
+
+@dataclass(frozen=True)
+class Desired:
+    appointment_id: str
+    cancelled: bool
+    start: datetime | None
+    end: datetime | None
+    hosts: tuple[Host, ...]
+    attendee: Attendee | None
+    meeting_type: MeetingType | None
+    cancel_reason: str | None = None
+
+    @property
+    def host(self) -> Host:
+        return self.hosts[0]
+
+    @property
+    def alternative_hosts(self) -> tuple[str, ...]:
+        return tuple(h.email for h in self.hosts[1:] if h.email and h.email != self.host.email)
+
+    @property
+    def duration_minutes(self) -> int:
+        assert self.start and self.end
+        return max(1, round((self.end - self.start).total_seconds() / 60))
+
+    @property
+    def time_zone(self) -> str:
+        return (self.attendee.timezone if self.attendee else None) or "UTC"
+
+    @property
+    def schedulable(self) -> bool:
+        return self.start is not None and self.end is not None and bool(self.hosts)
+
+
+def fold(events: list[AppointmentEvent]) -> Desired | None:
+    """The appointment as it is now, or None when no event says enough to act on."""
+    if not events:
+        return None
+    ordered = sorted(events, key=_order)
+    start = end = None
+    hosts: tuple[Host, ...] = ()
+    attendee: Attendee | None = None
+    meeting_type: MeetingType | None = None
+    for event in ordered:
+        if event.start and event.end:
+            start, end = event.start, event.end
+        if event.hosts:
+            hosts = event.hosts
+        if event.attendees:
+            attendee = _merge_attendee(attendee, event.attendees[0])
+        if event.meeting_type and (event.meeting_type.name or event.meeting_type.slug):
+            meeting_type = event.meeting_type
+    # Only cancellations and read-backs speak to whether the appointment is cancelled; creation and
+    # reschedule events arriving late cannot undo a cancellation.
+    verdicts = [e for e in ordered if e.kind in ("booking_cancelled", "readback")]
+    last_verdict = verdicts[-1] if verdicts else None
+    cancelled = bool(last_verdict and last_verdict.cancelled)
+    if not cancelled and (start is None or not hosts):
+        return None
+    return Desired(
+        appointment_id=events[0].appointment_id,
+        cancelled=cancelled,
+        start=start,
+        end=end,
+        hosts=hosts,
+        attendee=attendee,
+        meeting_type=meeting_type,
+        cancel_reason=last_verdict.cancel_reason if cancelled and last_verdict else None,
+    )
+
+
+def _merge_attendee(older: Attendee | None, newer: Attendee) -> Attendee:
+    if older is None or older.email != newer.email:
+        return newer
+    return Attendee(email=newer.email, name=newer.name or older.name, timezone=newer.timezone or older.timezone)
+
+
+def needs_confirmation(events: list[AppointmentEvent]) -> bool:
+    """True when the newest word on cancellation is a webhook that meetergo has not confirmed by read-back."""
+    verdicts = sorted((e for e in events if e.kind in ("booking_cancelled", "readback")), key=_order)
+    return bool(verdicts) and verdicts[-1].kind == "booking_cancelled" and verdicts[-1].cancelled

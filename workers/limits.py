@@ -1,0 +1,103 @@
+"""Budgets shared by every worker through Redis: per-second API rates and Zoom's per-host daily quota."""
+
+from __future__ import annotations
+
+import random
+import time
+from datetime import UTC, datetime, timedelta
+
+import redis
+
+from workers.clients.errors import DailyLimitReached, RateLimited
+from workers.state import KEYS
+
+# Generic cell rate algorithm: the key holds the theoretical arrival time of the next request. Redis's own
+# clock is used so that workers on different hosts agree.
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local wait = tat - tolerance - now
+if wait > 0 then return wait end
+local next_tat = tat + interval
+redis.call('SET', KEYS[1], next_tat, 'PX', math.ceil(next_tat - now + 1000))
+return 0
+"""
+
+# Zoom's limits are per account and shared with every other app on it, and network jitter bunches requests
+# that left evenly spaced: stay a little under the configured rate.
+HEADROOM = 0.9
+
+
+class RateLimiter:
+    """At most `per_second` acquisitions per second across all processes, evenly spaced."""
+
+    def __init__(self, client: redis.Redis, name: str, per_second: float, *, burst: int = 1,
+                 max_wait_seconds: float = 30.0) -> None:
+        self.key = KEYS.rate(name)
+        self.name = name
+        self.interval_ms = 1000.0 / (per_second * HEADROOM)
+        self.tolerance_ms = self.interval_ms * (burst - 1)
+        self.max_wait_seconds = max_wait_seconds
+        self._acquire = client.register_script(_ACQUIRE)
+
+    def acquire(self) -> None:
+        deadline = time.monotonic() + self.max_wait_seconds
+        while True:
+            wait_ms = int(self._acquire(keys=[self.key], args=[self.interval_ms, self.tolerance_ms]))
+            if wait_ms <= 0:
+                return
+            if time.monotonic() + wait_ms / 1000 > deadline:
+                raise RateLimited(f"{self.name} budget is busy for more than {self.max_wait_seconds:.0f}s",
+                                  service="meetbridge", retry_after=wait_ms / 1000)
+            time.sleep(wait_ms / 1000 + random.uniform(0, 0.005))
+
+
+def next_utc_midnight(now: datetime | None = None) -> datetime:
+    now = now or datetime.now(UTC)
+    return (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+_SPEND = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+if used >= tonumber(ARGV[1]) then return -1 end
+redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return used + 1
+"""
+
+
+class HostDailyQuota:
+    """Zoom allows 100 meeting create/update requests per host per UTC day; count them before spending."""
+
+    def __init__(self, client: redis.Redis, limit: int) -> None:
+        self.client = client
+        self.limit = limit
+        self._spend = client.register_script(_SPEND)
+
+    def spend(self, host: str) -> None:
+        now = datetime.now(UTC)
+        key = KEYS.host_daily(host, now.strftime("%Y%m%d"))
+        if int(self._spend(keys=[key], args=[self.limit, 2 * 24 * 3600])) < 0:
+            raise self._exhausted(host, now, "spent by meetbridge")
+
+    def exhaust(self, host: str) -> DailyLimitReached:
+        """Zoom said the host's budget is gone (another app spent it): stop asking until it resets."""
+        now = datetime.now(UTC)
+        self.client.set(KEYS.host_daily(host, now.strftime("%Y%m%d")), self.limit, ex=2 * 24 * 3600)
+        return self._exhausted(host, now, "Zoom answered 429")
+
+    def used(self, host: str) -> int:
+        key = KEYS.host_daily(host, datetime.now(UTC).strftime("%Y%m%d"))
+        return int(self.client.get(key) or 0)
+
+    def _exhausted(self, host: str, now: datetime, why: str) -> DailyLimitReached:
+        resume_at = next_utc_midnight(now)
+        return DailyLimitReached(
+            f"Zoom's daily limit of {self.limit} meeting create/update requests for {host} is reached ({why}); "
+            f"waiting until {resume_at:%Y-%m-%d %H:%M} UTC",
+            service="zoom", status=429, resume_at=resume_at,
+        )

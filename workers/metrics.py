@@ -1,0 +1,111 @@
+"""Prometheus metrics kept in Redis, so that one scrape of the web's `/metrics` sees every process.
+
+Web and workers run as many processes on many hosts; counting into one Redis hash lets `/metrics` report
+the whole deployment without a push gateway or a shared multiprocess directory. Each count is one HINCRBY
+(pipelined with the write it describes where possible).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from workers.state import KEYS, Store, metric_field
+
+LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+DESCRIPTIONS = {
+    "meetbridge_deliveries_total": "Webhook deliveries by how they were answered.",
+    "meetbridge_syncs_total": "Appointment syncs by outcome.",
+    "meetbridge_retries_total": "Sync attempts scheduled again after a transient failure.",
+    "meetbridge_api_requests_total": "Calls to Zoom, NeetoCal and meetergo by service, operation and HTTP status.",
+    "meetbridge_api_request_seconds": "Latency of calls to Zoom, NeetoCal and meetergo.",
+    "meetbridge_start_url_refreshes_total": "start_url refreshes by outcome.",
+    "meetbridge_start_url_refresh_lag_seconds": "How late each start_url refresh ran after it fell due.",
+}
+
+
+class Metrics:
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def count(self, name: str, amount: int = 1, **labels: str) -> None:
+        # Losing a count must never fail the work it counts.
+        with contextlib.suppress(redis.RedisError):
+            self.client.hincrby(KEYS.metrics, metric_field(name, **labels), amount)
+
+    def observe(self, name: str, seconds: float, **labels: str) -> None:
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for bound in LATENCY_BUCKETS:
+                    if seconds <= bound:
+                        pipe.hincrby(KEYS.metrics, metric_field(name + "_bucket", le=str(bound), **labels), 1)
+                pipe.hincrby(KEYS.metrics, metric_field(name + "_bucket", le="+Inf", **labels), 1)
+                pipe.hincrbyfloat(KEYS.metrics, metric_field(name + "_sum", **labels), seconds)
+                pipe.execute()
+        except redis.RedisError:
+            pass
+
+
+class RedisCollector(Collector):
+    """Turns the Redis hash into metric families, and reads the gauges off live state at scrape time."""
+
+    def __init__(self, store: Store, queue_key: str) -> None:
+        self.store = store
+        self.queue_key = queue_key
+
+    def collect(self) -> Iterator[Any]:
+        client = self.store.client
+        raw = client.hgetall(KEYS.metrics)
+        counters: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
+        histograms: dict[str, dict[tuple, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+        for field, value in raw.items():
+            name, labels = json.loads(field)
+            labels = dict(labels)
+            if name.endswith("_bucket"):
+                le = labels.pop("le")
+                histograms[name[: -len("_bucket")]][tuple(sorted(labels.items()))][le] = float(value)
+            elif name.endswith("_sum"):
+                histograms[name[: -len("_sum")]][tuple(sorted(labels.items()))]["sum"] = float(value)
+            else:
+                counters[name].append((labels, float(value)))
+
+        for name, samples in sorted(counters.items()):
+            label_names = sorted({k for labels, _ in samples for k in labels})
+            family = CounterMetricFamily(name.removesuffix("_total"), DESCRIPTIONS.get(name, name),
+                                         labels=label_names)
+            for labels, value in samples:
+                family.add_metric([labels.get(k, "") for k in label_names], value)
+            yield family
+
+        for name, series in sorted(histograms.items()):
+            label_names = sorted({k for key in series for k, _ in key})
+            family = HistogramMetricFamily(name, DESCRIPTIONS.get(name, name), labels=label_names)
+            for key, values in series.items():
+                labels = dict(key)
+                buckets = [(le, values.get(le, 0.0)) for le in [*map(str, LATENCY_BUCKETS), "+Inf"]]
+                family.add_metric([labels.get(k, "") for k in label_names], buckets, values.get("sum", 0.0))
+            yield family
+
+        now = time.time()
+        earliest = self.store.refresh.earliest()
+        gauges = {
+            "meetbridge_queue_depth": ("Sync and refresh tasks waiting in the broker queue.",
+                                       client.llen(self.queue_key)),
+            "meetbridge_dead_letter_size": ("Appointments whose sync failed for good (replay them).",
+                                            client.zcard(KEYS.dead_letter)),
+            "meetbridge_refresh_scheduled": ("Meetings whose start_url is kept fresh.", len(self.store.refresh)),
+            "meetbridge_refresh_overdue_seconds": ("How far the oldest due start_url refresh is behind.",
+                                                   max(0.0, now - earliest) if earliest else 0.0),
+            "meetbridge_deferred_syncs": ("Syncs parked until a quota resets.", len(self.store.deferred)),
+        }
+        for name, (description, value) in gauges.items():
+            yield GaugeMetricFamily(name, description, value=value)

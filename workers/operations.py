@@ -1,0 +1,64 @@
+"""What operators do to appointments, shared by the admin API and the `meetbridge` CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from meetbridge.config import Settings
+from workers.host_links import host_link
+from workers.services import Services
+from workers.start_urls import utc_iso
+from workers.state import AppointmentRecord
+from workers.tasks import queue_syncs
+
+
+def appointment_view(services: Services, appointment_id: str) -> dict[str, Any] | None:
+    """The admin API's view of one appointment. Never includes the raw start_url (it is a credential)."""
+    record = services.store.load(appointment_id)
+    if record is None:
+        return None
+    return {
+        "appointment_id": appointment_id,
+        "status": record.status,
+        "zoom": {
+            "meeting_id": record.zoom_meeting_id,
+            "join_url": record.zoom_join_url,
+            "start_url_expires_at": utc_iso(record.zoom_start_url_expires_at),
+        },
+        "neetocal": {
+            "booking_sid": record.neetocal_booking_sid,
+            "meeting_slug": record.neetocal_meeting_slug,
+        },
+        "host_link": host_link_for(services.settings, record),
+        "error": record.error or record.refresh_error,
+        "waiting": {"reason": record.waiting_reason, "until": record.resume_at} if record.status == "waiting" else None,
+        "history": services.store.history(appointment_id),
+    }
+
+
+def host_link_for(settings: Settings, record: AppointmentRecord) -> str | None:
+    if not settings.secret_key or not record.zoom_meeting_id:
+        return None
+    return host_link(settings.public_url, settings.secret_key, record.appointment_id)
+
+
+def replay(services: Services, appointment_id: str) -> bool:
+    """Run the sync again (safe any number of times); False if the appointment is unknown."""
+    store = services.store
+    if not store.exists(appointment_id):
+        return False
+    store.clear_failure(appointment_id)
+    store.update(appointment_id, status="pending")
+    store.note(appointment_id, "replay", "sync requested by an operator")
+    queue_syncs(services, [appointment_id])
+    return True
+
+
+def appointments_with_status(services: Services, status: str) -> Iterator[str]:
+    if status == "failed":
+        yield from services.store.dead_letters()
+        return
+    for appointment_id in services.store.appointment_ids():
+        if services.redis.hget(services.store.keys.appointment(appointment_id), "status") == status:
+            yield appointment_id

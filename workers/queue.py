@@ -1,0 +1,52 @@
+"""Celery task messages built in-process, so they can be pushed inside a Redis script or pipeline.
+
+The webhook records a delivery and queues its sync in one atomic Redis script (never recorded-but-not-queued,
+one round trip on the hot path), and the sweep queues a thousand refreshes in one pipeline. Both need the
+exact message Celery's Redis transport would LPUSH; `task_message` builds it with Celery's own protocol code.
+`tests/workers/test_queue.py` checks it against what `send_task` publishes, and every flow test runs it
+through a real worker.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+from celery import Celery
+from kombu.serialization import dumps
+from kombu.utils.uuid import uuid
+
+QUEUE = "meetbridge"
+
+
+def task_message(app: Celery, task_name: str, args: tuple[Any, ...], queue: str = QUEUE) -> str:
+    task_id = uuid()
+    headers, properties, body, _ = app.amqp.as_task_v2(task_id, task_name, args=args, kwargs={})
+    content_type, content_encoding, data = dumps(body, serializer="json")
+    payload = data.encode() if isinstance(data, str) else data
+    return json.dumps({
+        "body": base64.b64encode(payload).decode(),
+        "content-encoding": content_encoding,
+        "content-type": content_type,
+        "headers": headers,
+        "properties": {
+            **properties,
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": uuid(),
+        },
+    })
+
+
+def enqueue_many(client: redis.Redis, app: Celery, task_name: str, arg_tuples: Iterable[tuple[Any, ...]],
+                 queue: str = QUEUE) -> int:
+    """Queue one task per argument tuple in a single round trip."""
+    messages = [task_message(app, task_name, args, queue) for args in arg_tuples]
+    if messages:
+        client.lpush(queue, *messages)
+    return len(messages)

@@ -1,0 +1,140 @@
+"""Keeping a valid Zoom start_url for every upcoming meeting, at the fewest Zoom calls.
+
+Each stored start_url has a known expiry (the `exp` of its zak token, else the configured lifetime from when
+it was fetched). Its meeting sits in a Redis schedule, due `START_URL_REFRESH_LEAD_SECONDS` before that
+expiry; beat's sweep claims what is due and a worker fetches a new one with `GET /meetings/{id}` (rate
+label Light; it does not spend the host's daily create/update budget) and reschedules it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from urllib.parse import parse_qs, urlsplit
+
+from meetbridge.config import Settings
+from schemas.zoom import ZoomMeeting
+from workers.clients.errors import NotFound
+from workers.services import Services
+from workers.state import AppointmentBusy, AppointmentRecord
+
+log = logging.getLogger(__name__)
+
+CUSTCREATE_TTL_SECONDS = 90 * 24 * 3600
+LOCK_SECONDS = 60
+
+
+def zak_expiry(start_url: str) -> float | None:
+    """The `exp` of the zak JWT inside a start_url, if it has one that can be read."""
+    try:
+        zak = parse_qs(urlsplit(start_url).query).get("zak", [""])[0]
+        payload = zak.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims["exp"])
+    except (IndexError, KeyError, TypeError, ValueError):
+        return None
+
+
+def start_url_expiry(start_url: str, fetched_at: float, host: str | None, settings: Settings) -> float:
+    own = zak_expiry(start_url)
+    if own is not None:
+        return own
+    custcreate = host is not None and host.lower() in settings.zoom_custcreate_hosts
+    return fetched_at + (CUSTCREATE_TTL_SECONDS if custcreate else settings.zoom_start_url_ttl_seconds)
+
+
+def claim_lease(settings: Settings) -> float:
+    # A claimed refresh that does not finish becomes due again after this lease: short enough to be retried
+    # well before the start_url expires, long enough for a queued refresh to run first.
+    return max(1.0, settings.start_url_refresh_lead_seconds / 3)
+
+
+def ends_at(record: AppointmentRecord) -> float | None:
+    return datetime.fromisoformat(record.ends_at).timestamp() if record.ends_at else None
+
+
+class StartUrls:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.store = services.store
+
+    def save(self, appointment_id: str, meeting: ZoomMeeting, host: str | None, fetched_at: float,
+             meeting_ends_at: float | None) -> float | None:
+        """Store a newly fetched start_url and schedule its refresh; returns its expiry."""
+        if not meeting.start_url:
+            return None
+        expires_at = start_url_expiry(meeting.start_url, fetched_at, host, self.settings)
+        self.store.update(appointment_id, zoom_start_url=meeting.start_url, zoom_start_url_expires_at=expires_at,
+                          refresh_error=None)
+        due = expires_at - self.settings.start_url_refresh_lead_seconds
+        if meeting_ends_at is not None and due >= meeting_ends_at:
+            self.store.refresh.remove(appointment_id)  # it stays valid until the meeting is over
+        else:
+            self.store.refresh.put(appointment_id, due)
+        return expires_at
+
+    def refresh(self, appointment_id: str, *, force: bool = False) -> str:
+        """Fetch a new start_url if the stored one is due; returns what happened."""
+        try:
+            with self.store.lock(appointment_id, LOCK_SECONDS):
+                return self._refresh(appointment_id, force=force)
+        except AppointmentBusy:
+            return "busy"  # a sync holds it; the claim lease brings it back shortly
+
+    def _refresh(self, appointment_id: str, *, force: bool) -> str:
+        record = self.store.load(appointment_id)
+        now = time.time()
+        if record is None or record.status == "cancelled" or not record.zoom_meeting_id:
+            self.store.refresh.remove(appointment_id)
+            return "dropped"
+        meeting_end = ends_at(record)
+        if meeting_end is not None and meeting_end <= now:
+            self.store.refresh.remove(appointment_id)
+            return "ended"
+        expires_at = record.zoom_start_url_expires_at or 0.0
+        if not force and expires_at - self.settings.start_url_refresh_lead_seconds > now:
+            # Refreshed since it was claimed (another sweep, a host link, a sync): only put it back on time.
+            self.store.refresh.put(appointment_id, expires_at - self.settings.start_url_refresh_lead_seconds)
+            return "fresh"
+        try:
+            meeting = self.services.zoom.get_meeting(record.zoom_meeting_id)
+        except NotFound:
+            self.store.refresh.remove(appointment_id)
+            message = f"Zoom meeting {record.zoom_meeting_id} no longer exists (3001); replay to recreate it"
+            self.store.update(appointment_id, refresh_error=message)
+            self.store.note(appointment_id, "zoom_meeting_gone", message)
+            return "gone"
+        except Exception as error:
+            self.store.update(appointment_id, refresh_error=f"start_url refresh failed: {error}")
+            raise
+        self.save(appointment_id, meeting, record.zoom_host, now, meeting_end)
+        lag = now - (expires_at - self.settings.start_url_refresh_lead_seconds)
+        if not force and expires_at:
+            self.services.metrics.observe("meetbridge_start_url_refresh_lag_seconds", max(0.0, lag))
+        return "refreshed"
+
+    def valid_start_url(self, appointment_id: str) -> tuple[str, AppointmentRecord] | None:
+        """A start_url valid for at least HOST_LINK_MIN_VALIDITY_SECONDS, refreshing it on the spot if needed."""
+        record = self.store.load(appointment_id)
+        if record is None:
+            return None
+        margin = self.settings.host_link_min_validity_seconds
+        if record.zoom_start_url and (record.zoom_start_url_expires_at or 0) - margin > time.time():
+            return record.zoom_start_url, record
+        if not record.zoom_meeting_id or record.status == "cancelled":
+            return None
+        fetched_at = time.time()
+        meeting = self.services.zoom.get_meeting(record.zoom_meeting_id)
+        self.save(appointment_id, meeting, record.zoom_host, fetched_at, ends_at(record))
+        self.store.note(appointment_id, "start_url_refreshed", "fetched on demand for the host link")
+        return meeting.start_url or "", record
+
+
+def utc_iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -1,0 +1,325 @@
+"""Everything meetbridge keeps in Redis: key names, appointment records, schedules, locks.
+
+Keys are namespaced under `mb:`. Appointment state has no TTL (it must outlive the meeting); caches and
+de-duplication markers do. Multi-step changes that must not interleave run as Lua scripts, so that every
+process (web, workers, beat) sees each change whole.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from schemas.events import AppointmentEvent
+
+HISTORY_LENGTH = 50
+DELIVERY_DEDUPE_SECONDS = 7 * 24 * 3600
+
+
+class Keys:
+    prefix = "mb"
+
+    def appointment(self, appointment_id: str) -> str:
+        return f"{self.prefix}:appt:{appointment_id}"
+
+    def events(self, appointment_id: str) -> str:
+        return f"{self.prefix}:appt:{appointment_id}:events"
+
+    def history(self, appointment_id: str) -> str:
+        return f"{self.prefix}:appt:{appointment_id}:history"
+
+    def lock(self, appointment_id: str) -> str:
+        return f"{self.prefix}:appt:{appointment_id}:lock"
+
+    def delivery(self, fingerprint: str) -> str:
+        return f"{self.prefix}:delivery:{fingerprint}"
+
+    appointments = f"{prefix}:appointments"  # zset: id -> first seen (epoch s), for listing
+    dead_letter = f"{prefix}:dead"  # zset: id -> failed at (epoch s)
+    refresh_schedule = f"{prefix}:schedule:refresh"  # zset: id -> start_url refresh due (epoch s)
+    deferred_schedule = f"{prefix}:schedule:deferred"  # zset: id -> sync resumes at (epoch s)
+    metrics = f"{prefix}:metrics"
+    zoom_token = f"{prefix}:zoom:token"
+    zoom_token_lock = f"{prefix}:zoom:token:lock"
+    meetergo_users = f"{prefix}:meetergo:users"
+
+    def rate(self, name: str) -> str:
+        return f"{self.prefix}:rate:{name}"
+
+    def host_daily(self, host: str, day: str) -> str:
+        return f"{self.prefix}:zoom:daily:{host.lower()}:{day}"
+
+    def neetocal_link(self, key: str) -> str:
+        return f"{self.prefix}:neetocal:link:{key}"
+
+
+KEYS = Keys()
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class AppointmentRecord:
+    """One appointment as stored: the last applied state on each side, plus status and error."""
+
+    appointment_id: str
+    status: str = "pending"
+    created_at: str | None = None
+    updated_at: str | None = None
+    error: str | None = None
+    waiting_reason: str | None = None
+    resume_at: str | None = None
+    ends_at: str | None = None
+    zoom_meeting_id: int | None = None
+    zoom_host: str | None = None
+    zoom_start: str | None = None
+    zoom_duration: int | None = None
+    zoom_alt_hosts: str | None = None
+    zoom_topic: str | None = None
+    zoom_timezone: str | None = None
+    zoom_join_url: str | None = None
+    zoom_start_url: str | None = None
+    zoom_start_url_expires_at: float | None = None
+    zoom_create_pending: str | None = None
+    neetocal_booking_sid: str | None = None
+    neetocal_meeting_slug: str | None = None
+    neetocal_slot: str | None = None
+    neetocal_join_url: str | None = None
+    neetocal_create_pending: str | None = None
+    refresh_error: str | None = None
+
+    @classmethod
+    def from_hash(cls, appointment_id: str, raw: dict[str, str]) -> AppointmentRecord:
+        values: dict[str, Any] = {"appointment_id": appointment_id}
+        for f in fields(cls):
+            if f.name in raw and f.name != "appointment_id":
+                values[f.name] = _decode(f.type, raw[f.name])
+        return cls(**values)
+
+
+def _decode(kind: Any, raw: str) -> Any:
+    text = str(kind)
+    if text.startswith("int"):
+        return int(raw)
+    if text.startswith("float"):
+        return float(raw)
+    return raw
+
+
+# Records one accepted delivery and queues its sync in one round trip: a delivery is either a duplicate
+# (nothing changes) or it is recorded *and* queued; never recorded-but-not-queued.
+_RECORD_DELIVERY = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  redis.call('HINCRBY', KEYS[7], ARGV[9], 1)
+  return 0
+end
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
+redis.call('HSETNX', KEYS[2], 'created_at', ARGV[6])
+redis.call('HSET', KEYS[2], 'status', 'pending', 'updated_at', ARGV[6])
+redis.call('ZADD', KEYS[6], 'NX', ARGV[7], ARGV[1])
+redis.call('LPUSH', KEYS[4], ARGV[5])
+redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[10]) - 1)
+redis.call('LPUSH', KEYS[5], ARGV[8])
+redis.call('HINCRBY', KEYS[7], ARGV[11], 1)
+return 1
+"""
+
+_RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_EXTEND_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+# Takes what is due and pushes each item's score one lease ahead, so that a concurrent sweep does not take
+# it too. Cost grows with the number of due items, not with the size of the schedule.
+_CLAIM_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, member in ipairs(due) do
+  redis.call('ZADD', KEYS[1], 'XX', ARGV[3], member)
+end
+return due
+"""
+
+
+class AppointmentBusy(Exception):
+    """Another worker is syncing this appointment right now."""
+
+
+class Schedule:
+    """A set of items each due at a time, swept by beat. Long delays live here, not in Celery ETAs."""
+
+    def __init__(self, client: redis.Redis, key: str) -> None:
+        self.client = client
+        self.key = key
+        self._claim = client.register_script(_CLAIM_DUE)
+
+    def put(self, member: str, due: float) -> None:
+        self.client.zadd(self.key, {member: due})
+
+    def remove(self, member: str) -> None:
+        self.client.zrem(self.key, member)
+
+    def due_at(self, member: str) -> float | None:
+        return self.client.zscore(self.key, member)
+
+    def claim_due(self, now: float, limit: int, lease_seconds: float) -> list[str]:
+        return list(self._claim(keys=[self.key], args=[now, limit, now + lease_seconds]))
+
+    def earliest(self) -> float | None:
+        first = self.client.zrange(self.key, 0, 0, withscores=True)
+        return first[0][1] if first else None
+
+    def __len__(self) -> int:
+        return self.client.zcard(self.key)
+
+
+class Store:
+    """Appointment records, their events and history, locks and dead letters."""
+
+    def __init__(self, client: redis.Redis, keys: Keys = KEYS) -> None:
+        self.client = client
+        self.keys = keys
+        self.refresh = Schedule(client, keys.refresh_schedule)
+        self.deferred = Schedule(client, keys.deferred_schedule)
+        self._record_delivery = client.register_script(_RECORD_DELIVERY)
+        self._release_lock = client.register_script(_RELEASE_LOCK)
+        self._extend_lock = client.register_script(_EXTEND_LOCK)
+
+    # --- the webhook's one write -------------------------------------------------------------------------
+    def record_delivery(self, event: AppointmentEvent, task_message: str, queue: str, history: str) -> bool:
+        """Record `event` and queue `task_message` unless this exact event was seen before; True if recorded."""
+        appointment_id = event.appointment_id
+        fingerprint = event.fingerprint()
+        now = time.time()
+        recorded = self._record_delivery(
+            keys=[
+                self.keys.delivery(fingerprint),
+                self.keys.appointment(appointment_id),
+                self.keys.events(appointment_id),
+                self.keys.history(appointment_id),
+                queue,
+                self.keys.appointments,
+                self.keys.metrics,
+            ],
+            args=[
+                appointment_id,
+                DELIVERY_DEDUPE_SECONDS,
+                fingerprint,
+                json.dumps(event.to_dict()),
+                json.dumps({"at": now_iso(), "event": event.kind, "detail": history}),
+                now_iso(),
+                int(now),
+                task_message,
+                metric_field("meetbridge_deliveries_total", status="duplicate"),
+                HISTORY_LENGTH,
+                metric_field("meetbridge_deliveries_total", status="accepted"),
+            ],
+        )
+        return bool(recorded)
+
+    # --- reading -----------------------------------------------------------------------------------------
+    def load(self, appointment_id: str) -> AppointmentRecord | None:
+        raw = self.client.hgetall(self.keys.appointment(appointment_id))
+        return AppointmentRecord.from_hash(appointment_id, raw) if raw else None
+
+    def events(self, appointment_id: str) -> list[AppointmentEvent]:
+        raw = self.client.hvals(self.keys.events(appointment_id))
+        return [AppointmentEvent.from_dict(json.loads(item)) for item in raw]
+
+    def history(self, appointment_id: str) -> list[dict[str, str]]:
+        raw = self.client.lrange(self.keys.history(appointment_id), 0, -1)
+        return [json.loads(item) for item in reversed(raw)]
+
+    def exists(self, appointment_id: str) -> bool:
+        return bool(self.client.exists(self.keys.appointment(appointment_id)))
+
+    # --- writing -----------------------------------------------------------------------------------------
+    def add_event(self, event: AppointmentEvent) -> None:
+        """Record knowledge that did not come through the webhook (read-back, reconciliation)."""
+        with self.client.pipeline() as pipe:
+            pipe.hset(self.keys.events(event.appointment_id), event.fingerprint(), json.dumps(event.to_dict()))
+            pipe.hsetnx(self.keys.appointment(event.appointment_id), "created_at", now_iso())
+            pipe.zadd(self.keys.appointments, {event.appointment_id: int(time.time())}, nx=True)
+            pipe.execute()
+
+    def update(self, appointment_id: str, **values: Any) -> None:
+        """Set fields of the record; a value of None removes the field."""
+        to_set = {k: str(v) for k, v in values.items() if v is not None}
+        to_delete = [k for k, v in values.items() if v is None]
+        to_set["updated_at"] = now_iso()
+        with self.client.pipeline() as pipe:
+            pipe.hset(self.keys.appointment(appointment_id), mapping=to_set)
+            if to_delete:
+                pipe.hdel(self.keys.appointment(appointment_id), *to_delete)
+            pipe.execute()
+
+    def note(self, appointment_id: str, event: str, detail: str = "") -> None:
+        entry = json.dumps({"at": now_iso(), "event": event, "detail": detail})
+        with self.client.pipeline() as pipe:
+            pipe.lpush(self.keys.history(appointment_id), entry)
+            pipe.ltrim(self.keys.history(appointment_id), 0, HISTORY_LENGTH - 1)
+            pipe.execute()
+
+    def mark_failed(self, appointment_id: str, error: str) -> None:
+        with self.client.pipeline() as pipe:
+            pipe.hset(self.keys.appointment(appointment_id),
+                      mapping={"status": "failed", "error": error, "updated_at": now_iso()})
+            pipe.hdel(self.keys.appointment(appointment_id), "waiting_reason", "resume_at")
+            pipe.zadd(self.keys.dead_letter, {appointment_id: time.time()})
+            pipe.execute()
+        self.note(appointment_id, "failed", error)
+
+    def clear_failure(self, appointment_id: str) -> None:
+        self.client.zrem(self.keys.dead_letter, appointment_id)
+
+    def dead_letters(self) -> list[str]:
+        return list(self.client.zrange(self.keys.dead_letter, 0, -1))
+
+    def appointment_ids(self, batch: int = 500) -> Iterator[str]:
+        for member, _ in self.client.zscan_iter(self.keys.appointments, count=batch):
+            yield member
+
+    # --- per-appointment lock ----------------------------------------------------------------------------
+    @contextmanager
+    def lock(self, appointment_id: str, ttl_seconds: float) -> Iterator[Lease]:
+        """Syncs of one appointment never run at once; a crashed holder's lock expires after `ttl_seconds`."""
+        lease = Lease(self, self.keys.lock(appointment_id), ttl_seconds)
+        if not self.client.set(lease.key, lease.token, nx=True, px=lease.ttl_ms):
+            raise AppointmentBusy(appointment_id)
+        try:
+            yield lease
+        finally:
+            self._release_lock(keys=[lease.key], args=[lease.token])
+
+
+class Lease:
+    """A held appointment lock. Long syncs extend it as they make progress, so it can stay short."""
+
+    def __init__(self, store: Store, key: str, ttl_seconds: float) -> None:
+        self.store = store
+        self.key = key
+        self.token = secrets.token_hex(8)
+        self.ttl_ms = int(ttl_seconds * 1000)
+
+    def extend(self) -> None:
+        if not self.store._extend_lock(keys=[self.key], args=[self.token, self.ttl_ms]):
+            raise AppointmentBusy(f"lost the lock {self.key}")
+
+
+def metric_field(name: str, **labels: str) -> str:
+    # Shared with workers.metrics, which reads these fields back; kept here so the Lua script can count.
+    return json.dumps([name, sorted(labels.items())], separators=(",", ":"))

@@ -1,0 +1,307 @@
+"""Converge one appointment: compare what Zoom and NeetoCal hold with what the appointment is now, and
+apply only the difference.
+
+Every step is safe to repeat. Zoom's create call has no idempotency key, so before it is sent the record
+notes that a create is under way; a later attempt that finds that note first looks for the meeting the
+earlier one may have made (by the appointment id written into its agenda) and adopts it. NeetoCal bookings
+work the same way, found by the client's email and the join URL they carry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from schemas.neetocal import BookingRequest, Link, LinkSpec
+from schemas.zoom import TOPIC_LIMIT, MeetingSpec, ZoomMeeting, zoom_time
+from workers.clients.errors import CannotSync, NotFound, ValidationFailed
+from workers.desired import Desired, fold, needs_confirmation
+from workers.host_links import host_link
+from workers.readback import read_back
+from workers.services import Services
+from workers.start_urls import StartUrls
+from workers.state import KEYS, AppointmentRecord, Lease
+
+log = logging.getLogger(__name__)
+
+LOCK_SECONDS = 30
+SPOT_TEXT = "Zoom: the join link is in your booking details."
+
+
+def agenda_marker(appointment_id: str) -> str:
+    return f"meetergo appointment {appointment_id}"
+
+
+def meeting_spec(desired: Desired) -> MeetingSpec:
+    assert desired.start is not None
+    kind = (desired.meeting_type.name if desired.meeting_type else None) or "Appointment"
+    guest = desired.attendee.name or desired.attendee.email if desired.attendee else None
+    topic = f"{kind} with {guest}" if guest else kind
+    return MeetingSpec(
+        topic=topic[:TOPIC_LIMIT],
+        start_time=desired.start.astimezone(UTC),
+        duration=desired.duration_minutes,
+        timezone=desired.time_zone,
+        agenda=f"{topic}\n\nBooked in meetergo ({agenda_marker(desired.appointment_id)}).",
+        alternative_hosts=desired.alternative_hosts,
+    )
+
+
+def link_spec(desired: Desired) -> LinkSpec:
+    """One NeetoCal scheduling link per meetergo meeting type, host and length."""
+    meeting_type = desired.meeting_type
+    base = (meeting_type.slug or meeting_type.id) if meeting_type else None
+    host = desired.host
+    duration = desired.duration_minutes
+    readable = re.sub(r"[^a-z0-9]+", "-", f"{base or 'appointment'}-{host.email.split('@')[0]}-{duration}m".lower())
+    digest = hashlib.sha256(f"{base}|{host.email}|{duration}".encode()).hexdigest()[:6]
+    kind = (meeting_type.name if meeting_type else None) or "Appointment"
+    return LinkSpec(
+        slug=f"{readable.strip('-')[:60]}-{digest}",
+        name=f"{kind} with {host.name or host.email} ({duration} min)",
+        host_email=host.email,
+        duration=duration,
+        description="Mirrors meetergo bookings (managed by meetbridge).",
+    )
+
+
+class AppointmentSync:
+    """One run of the sync for one appointment, under its lock."""
+
+    def __init__(self, services: Services, appointment_id: str, lease: Lease) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.store = services.store
+        self.appointment_id = appointment_id
+        self.lease = lease
+        self.record = self.store.load(appointment_id) or AppointmentRecord(appointment_id)
+        self.start_urls = StartUrls(services)
+
+    def run(self) -> str:
+        """Converge and return the outcome: "synced" or "cancelled"."""
+        desired = self.desired()
+        if desired is None:
+            raise CannotSync("no event for this appointment says when it is and who hosts it")
+        if desired.cancelled:
+            self.cancel(desired)
+            outcome = "cancelled"
+        else:
+            assert desired.end is not None
+            if not self.record.zoom_meeting_id and desired.end <= datetime.now(UTC):
+                raise CannotSync("the appointment ended before it could be synced")
+            self.ensure_zoom(desired)
+            self.ensure_neetocal(desired)
+            outcome = "synced"
+        self.save(status=outcome, error=None, waiting_reason=None, resume_at=None)
+        self.store.clear_failure(self.appointment_id)
+        return outcome
+
+    # --- what the appointment is now ---------------------------------------------------------------------
+    def desired(self) -> Desired | None:
+        events = self.store.events(self.appointment_id)
+        if self.settings.meetergo_readback and needs_confirmation(events):
+            # booking_cancelled also fires when one attendee leaves a group booking: ask before deleting.
+            confirmed = read_back(self.services, self.appointment_id)
+            if confirmed is not None:
+                self.store.add_event(confirmed)
+                events.append(confirmed)
+        return fold(events)
+
+    # --- Zoom --------------------------------------------------------------------------------------------
+    def ensure_zoom(self, desired: Desired) -> None:
+        spec = meeting_spec(desired)
+        host = desired.host.email
+        if self.record.zoom_meeting_id and self.record.zoom_host != host:
+            self.delete_zoom(f"the host changed to {host}")
+        self.save(ends_at=desired.end.isoformat() if desired.end else None)
+        if not self.record.zoom_meeting_id:
+            self.create_zoom(host, spec)
+        if self.zoom_differs(spec):
+            meeting_id = self.record.zoom_meeting_id
+            assert meeting_id is not None
+            try:
+                self.services.zoom.update_meeting(meeting_id, spec, host=host)
+            except NotFound:
+                self.note("zoom_meeting_gone", f"meeting {meeting_id} was deleted in Zoom (3001); creating it again")
+                self.forget_zoom()
+                self.create_zoom(host, spec)
+                return
+            self.save(**_applied(spec))
+            self.note("zoom_meeting_updated", f"meeting {meeting_id} now starts {zoom_time(spec.start_time)}")
+
+    def create_zoom(self, host: str, spec: MeetingSpec) -> None:
+        meeting: ZoomMeeting | None = None
+        fetched_at = time.time()
+        if self.record.zoom_create_pending == host:
+            # An earlier attempt may have created it before it was cut off.
+            found = self.services.zoom.find_meeting(host, agenda_marker(self.appointment_id))
+            if found is not None:
+                meeting = self.services.zoom.get_meeting(found.id)
+                self.note("zoom_meeting_adopted", f"meeting {meeting.id} created by an earlier attempt")
+        if meeting is None:
+            self.save(zoom_create_pending=host)
+            meeting = self.services.zoom.create_meeting(host, spec)
+            self.note("zoom_meeting_created", f"meeting {meeting.id} hosted by {host}")
+        self.save(
+            zoom_meeting_id=meeting.id,
+            zoom_host=host,
+            zoom_join_url=meeting.join_url,
+            zoom_start=_zoom_utc(meeting.start_time),
+            zoom_duration=meeting.duration,
+            zoom_topic=meeting.topic,
+            zoom_timezone=meeting.timezone,
+            zoom_alt_hosts=meeting.alternative_hosts or "",
+            zoom_create_pending=None,
+        )
+        self.start_urls.save(self.appointment_id, meeting, host, fetched_at, _epoch(self.record.ends_at))
+
+    def zoom_differs(self, spec: MeetingSpec) -> bool:
+        return _applied(spec) != {
+            "zoom_start": self.record.zoom_start,
+            "zoom_duration": self.record.zoom_duration,
+            "zoom_topic": self.record.zoom_topic,
+            "zoom_timezone": self.record.zoom_timezone,
+            "zoom_alt_hosts": self.record.zoom_alt_hosts or "",
+        }
+
+    def delete_zoom(self, why: str) -> None:
+        meeting_id = self.record.zoom_meeting_id
+        if meeting_id is None and self.record.zoom_create_pending:
+            found = self.services.zoom.find_meeting(self.record.zoom_create_pending,
+                                                    agenda_marker(self.appointment_id))
+            meeting_id = found.id if found else None
+        if meeting_id is not None:
+            existed = self.services.zoom.delete_meeting(meeting_id, notify=self.settings.zoom_cancel_reminder)
+            self.note("zoom_meeting_deleted", f"meeting {meeting_id}: {why}" + ("" if existed else " (already gone)"))
+        self.forget_zoom()
+
+    def forget_zoom(self) -> None:
+        self.save(zoom_meeting_id=None, zoom_host=None, zoom_join_url=None, zoom_start=None, zoom_duration=None,
+                  zoom_topic=None, zoom_timezone=None, zoom_alt_hosts=None, zoom_start_url=None,
+                  zoom_start_url_expires_at=None, zoom_create_pending=None, refresh_error=None)
+        self.store.refresh.remove(self.appointment_id)
+
+    # --- NeetoCal ----------------------------------------------------------------------------------------
+    def ensure_neetocal(self, desired: Desired) -> None:
+        neetocal = self.services.neetocal
+        if not neetocal.configured:
+            return
+        if desired.attendee is None:
+            raise CannotSync("no attendee email to make the NeetoCal booking with")
+        link = self.scheduling_link(desired)
+        join_url = self.record.zoom_join_url or ""
+        sid = self.record.neetocal_booking_sid
+        if sid and (self.record.neetocal_meeting_slug != link.slug or self.record.neetocal_join_url != join_url):
+            # A new host or a new Zoom meeting: the booking belongs on another link or carries a dead URL.
+            neetocal.cancel_booking(sid, "Moved to a new booking by meetbridge.")
+            self.note("neetocal_booking_cancelled", f"booking {sid} replaced")
+            self.save(neetocal_booking_sid=None, neetocal_meeting_slug=None, neetocal_slot=None,
+                      neetocal_join_url=None)
+        request = self.booking_request(desired, link, join_url)
+        slot = zoom_time(request.start)
+        if not self.record.neetocal_booking_sid:
+            booking = None
+            if self.record.neetocal_create_pending:
+                booking = neetocal.find_booking(request.email, join_url)
+                if booking is not None:
+                    self.note("neetocal_booking_adopted", f"booking {booking.sid} made by an earlier attempt")
+            if booking is None:
+                self.save(neetocal_create_pending=link.slug)
+                booking = neetocal.create_booking(request)
+                self.note("neetocal_booking_created", f"booking {booking.sid} on {link.slug}")
+            self.save(neetocal_booking_sid=booking.sid, neetocal_meeting_slug=link.slug, neetocal_slot=slot,
+                      neetocal_join_url=join_url, neetocal_create_pending=None)
+        elif self.record.neetocal_slot != slot:
+            neetocal.reschedule_booking(self.record.neetocal_booking_sid, request)
+            self.save(neetocal_slot=slot)
+            self.note("neetocal_booking_rescheduled", f"booking {self.record.neetocal_booking_sid} moved to {slot}")
+
+    def booking_request(self, desired: Desired, link: Link, join_url: str) -> BookingRequest:
+        assert desired.attendee is not None and desired.start is not None
+        answers = {self.settings.neetocal_join_url_field: join_url}
+        if self.settings.secret_key:
+            answers[self.settings.neetocal_host_link_field] = host_link(
+                self.settings.public_url, self.settings.secret_key, self.appointment_id)
+        return BookingRequest(
+            meeting_slug=link.slug,
+            name=desired.attendee.name or desired.attendee.email,
+            email=desired.attendee.email,
+            start=desired.start,
+            time_zone=desired.time_zone,
+            form_responses=answers,
+        )
+
+    def scheduling_link(self, desired: Desired) -> Link:
+        """Find or create the link once; its id is then kept in Redis."""
+        spec = link_spec(desired)
+        key = KEYS.neetocal_link(spec.slug)
+        cached = self.services.redis.get(key)
+        if cached:
+            return Link(**json.loads(cached))
+        neetocal = self.services.neetocal
+        link = neetocal.find_link(spec.host_email, spec.slug)
+        if link is None:
+            try:
+                link = neetocal.create_link(spec)
+                self.note("neetocal_link_created", spec.slug)
+            except ValidationFailed:
+                link = neetocal.find_link(spec.host_email, spec.slug)  # another worker created it just now
+                if link is None:
+                    raise
+        # Set up on every cache miss: a crash between creating the link and opening it leaves no gap.
+        neetocal.open_availability(link)
+        if link.spot != "custom":
+            neetocal.set_custom_spot(link, SPOT_TEXT)
+        self.services.redis.set(key, json.dumps({"sid": link.sid, "slug": link.slug, "spot": "custom"}))
+        return link
+
+    # --- cancellation ------------------------------------------------------------------------------------
+    def cancel(self, desired: Desired) -> None:
+        if self.record.zoom_meeting_id or self.record.zoom_create_pending:
+            self.delete_zoom("the appointment was cancelled")
+        self.store.refresh.remove(self.appointment_id)
+        sid = self.record.neetocal_booking_sid
+        if sid is None and self.record.neetocal_create_pending and desired.attendee and self.record.neetocal_join_url:
+            found = self.services.neetocal.find_booking(desired.attendee.email, self.record.neetocal_join_url)
+            sid = found.sid if found else None
+        if sid is not None:
+            reason = desired.cancel_reason or "The appointment was cancelled in meetergo."
+            self.services.neetocal.cancel_booking(sid, reason)
+            self.note("neetocal_booking_cancelled", f"booking {sid}")
+        self.save(neetocal_booking_sid=None, neetocal_slot=None, neetocal_create_pending=None)
+
+    # --- bookkeeping -------------------------------------------------------------------------------------
+    def save(self, **values: Any) -> None:
+        self.lease.extend()
+        self.store.update(self.appointment_id, **values)
+        for name, value in values.items():
+            setattr(self.record, name, value)
+
+    def note(self, event: str, detail: str) -> None:
+        log.info("%s: %s", event, detail)
+        self.store.note(self.appointment_id, event, detail)
+
+
+def _applied(spec: MeetingSpec) -> dict[str, Any]:
+    return {
+        "zoom_start": zoom_time(spec.start_time),
+        "zoom_duration": spec.duration,
+        "zoom_topic": spec.topic,
+        "zoom_timezone": spec.timezone,
+        "zoom_alt_hosts": ";".join(spec.alternative_hosts),
+    }
+
+
+def _zoom_utc(value: str | None) -> str | None:
+    if not value:
+        return None
+    return zoom_time(datetime.fromisoformat(value.replace("Z", "+00:00")))
+
+
+def _epoch(value: str | None) -> float | None:
+    return datetime.fromisoformat(value).timestamp() if value else None

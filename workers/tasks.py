@@ -1,0 +1,164 @@
+"""Celery tasks: thin shims over plain functions that take the process's services.
+
+Retries are explicit: a failed attempt queues the next one with a backoff countdown (at most
+RETRY_MAX_DELAY_SECONDS, well inside the broker's visibility timeout). Anything that must wait longer (a
+spent daily quota, a far Retry-After) is parked in Redis's deferred schedule and picked up by beat's sweep,
+never held in worker memory as a Celery ETA.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import redis
+from celery.exceptions import Reject
+
+from workers.celery_app import app
+from workers.clients.base import backoff_delay
+from workers.clients.errors import APIError, DailyLimitReached
+from workers.queue import enqueue_many
+from workers.readback import reconcile as reconcile_with_meetergo
+from workers.services import Services, get_services
+from workers.start_urls import StartUrls, claim_lease
+from workers.state import AppointmentBusy
+from workers.sync import LOCK_SECONDS, AppointmentSync
+
+log = logging.getLogger(__name__)
+
+SYNC = "meetbridge.sync_appointment"
+REFRESH = "meetbridge.refresh_start_url"
+SWEEP_BATCH = 1000
+DEFERRED_CLAIM_LEASE_SECONDS = 300
+RECONCILE_LOCK = "mb:reconcile:lock"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # synced | cancelled | waiting | retry | busy | failed
+    retry_in: float | None = None
+
+
+def run_sync(services: Services, appointment_id: str, attempt: int = 0) -> Outcome:
+    """One attempt at converging the appointment; says whether and when to try again."""
+    store, settings = services.store, services.settings
+    store.deferred.remove(appointment_id)
+    try:
+        with store.lock(appointment_id, LOCK_SECONDS) as lease:
+            status = AppointmentSync(services, appointment_id, lease).run()
+    except AppointmentBusy:
+        # Another worker is on it; look again once it is likely done (a crashed holder's lock expires).
+        return Outcome("busy", retry_in=min(LOCK_SECONDS, 0.5 * 2 ** min(attempt, 6)) + random.uniform(0, 0.5))
+    except DailyLimitReached as error:
+        park(services, appointment_id, error.resume_at.timestamp(), str(error))
+        return _counted(services, Outcome("waiting"))
+    except APIError as error:
+        if error.transient and attempt < settings.sync_max_retries:
+            delay = backoff_delay(attempt, base=2.0, cap=settings.retry_max_delay_seconds,
+                                  retry_after=error.retry_after)
+            if delay > settings.retry_max_delay_seconds:
+                park(services, appointment_id, time.time() + delay, f"{error} (asked to wait {delay:.0f}s)")
+                return _counted(services, Outcome("waiting"))
+            store.update(appointment_id, error=f"{error}; retry {attempt + 1} of {settings.sync_max_retries} "
+                                               f"in {delay:.0f}s")
+            store.note(appointment_id, "retry", str(error))
+            services.metrics.count("meetbridge_retries_total", reason=type(error).__name__)
+            return Outcome("retry", retry_in=delay)
+        store.mark_failed(appointment_id, str(error))
+        return _counted(services, Outcome("failed"))
+    except redis.RedisError:
+        raise  # our own state is out of reach: nothing can be recorded, the task goes back to the queue
+    except Exception as error:
+        # A bug, not the outside world: fail visibly rather than retry it forever.
+        log.exception("sync crashed")
+        store.mark_failed(appointment_id, f"internal error: {type(error).__name__}: {error}")
+        return _counted(services, Outcome("failed"))
+    store.note(appointment_id, status)
+    return _counted(services, Outcome(status))
+
+
+def park(services: Services, appointment_id: str, resume_at: float, reason: str) -> None:
+    when = datetime.fromtimestamp(resume_at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    services.store.update(appointment_id, status="waiting", waiting_reason=reason, resume_at=when, error=None)
+    # Spread the wake-up so a quota reset does not release every parked sync in the same second.
+    services.store.deferred.put(appointment_id, resume_at + random.uniform(0, 60))
+    services.store.note(appointment_id, "waiting", reason)
+
+
+def _counted(services: Services, outcome: Outcome) -> Outcome:
+    services.metrics.count("meetbridge_syncs_total", outcome=outcome.status)
+    return outcome
+
+
+@app.task(name=SYNC)
+def sync_appointment(appointment_id: str, attempt: int = 0) -> str:
+    try:
+        outcome = run_sync(get_services(), appointment_id, attempt)
+    except redis.RedisError as error:
+        # Never acknowledge work that was not done: hand the message back (it is restored from the unacked
+        # set after the visibility timeout if Redis cannot even take it back now).
+        log.warning("Redis is unreachable mid-sync; requeueing: %s", error)
+        raise Reject(error, requeue=True) from error
+    if outcome.retry_in is not None:
+        # Queued before this message is acknowledged: a crash in between repeats work, never loses it.
+        next_attempt = attempt if outcome.status == "busy" else attempt + 1
+        sync_appointment.apply_async((appointment_id,), {"attempt": next_attempt}, countdown=outcome.retry_in)
+    return outcome.status
+
+
+def refresh_one(services: Services, appointment_id: str, force: bool = False) -> str:
+    try:
+        result = StartUrls(services).refresh(appointment_id, force=force)
+    except APIError as error:
+        # The claim's lease puts it back in the sweep's way, well before the start_url expires.
+        log.warning("start_url refresh failed: %s", error)
+        result = "error"
+    services.metrics.count("meetbridge_start_url_refreshes_total", outcome=result)
+    return result
+
+
+@app.task(name=REFRESH)
+def refresh_start_url(appointment_id: str, force: bool = False) -> str:
+    return refresh_one(get_services(), appointment_id, force)
+
+
+def sweep_schedules(services: Services, now: float | None = None, batch: int = SWEEP_BATCH) -> tuple[int, int]:
+    """Queue the start_url refreshes and parked syncs that are due; returns how many of each."""
+    now = time.time() if now is None else now
+    store = services.store
+    refreshes = syncs = 0
+    while True:
+        due = store.refresh.claim_due(now, batch, claim_lease(services.settings))
+        refreshes += enqueue_many(services.redis, app, REFRESH, [(member,) for member in due])
+        if len(due) < batch:
+            break
+    while True:
+        parked = store.deferred.claim_due(now, batch, DEFERRED_CLAIM_LEASE_SECONDS)
+        syncs += enqueue_many(services.redis, app, SYNC, [(member,) for member in parked])
+        if len(parked) < batch:
+            break
+    return refreshes, syncs
+
+
+@app.task(name="meetbridge.sweep")
+def sweep() -> tuple[int, int]:
+    return sweep_schedules(get_services())
+
+
+def queue_syncs(services: Services, appointment_ids: list[str]) -> int:
+    return enqueue_many(services.redis, app, SYNC, [(appointment_id,) for appointment_id in appointment_ids])
+
+
+@app.task(name="meetbridge.reconcile")
+def reconcile() -> int:
+    services = get_services()
+    # One reconciliation at a time, however many beats run: meetergo allows 100 requests a minute.
+    if not services.redis.set(RECONCILE_LOCK, "1", nx=True, ex=int(services.settings.reconcile_seconds)):
+        return 0
+    try:
+        return reconcile_with_meetergo(services, lambda ids: queue_syncs(services, ids))
+    finally:
+        services.redis.delete(RECONCILE_LOCK)
