@@ -12,6 +12,8 @@ threads = int(os.environ.get("WEB_THREADS", "8"))
 timeout = 30
 graceful_timeout = 20
 keepalive = 5
+# gunicorn's control socket is not used, and its default path is shared by every gunicorn of the same user.
+control_socket_disable = True
 # Access log lines go through the same redaction as every other line (the webhook URL carries ?token=).
 accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'

@@ -253,15 +253,17 @@ class ReadbackSchema(AppointmentSchema):
         return data
 
 
-def readback_event(data: dict[str, Any], hosts: tuple[Host, ...]) -> AppointmentEvent:
-    """An `AppointmentEvent` from a loaded read-back, with its host ids resolved to `hosts` by the caller."""
+def readback_event(data: dict[str, Any], hosts: tuple[Host, ...], read_at: datetime) -> AppointmentEvent:
+    """An `AppointmentEvent` from a loaded read-back, with its host ids resolved to `hosts` by the caller.
+
+    It is dated when it was read, not when meetergo last changed the appointment: it describes the
+    appointment as it was at that moment, after every change meetergo had made by then.
+    """
     cancel = data.get("cancel") or {}
-    occurred_at = (cancel.get("actionAt") or cancel.get("cancelledAt") or data.get("rescheduledAt")
-                   or data.get("updatedAt"))
     return AppointmentEvent(
         kind="readback",
         appointment_id=data["id"],
-        occurred_at=occurred_at,
+        occurred_at=read_at,
         start=data.get("start"),
         end=data.get("end"),
         hosts=hosts or tuple(data.get("hosts") or ()),

@@ -135,7 +135,8 @@ class Stack:
 
     env: dict[str, str]
     log_dir: Path
-    web: RunningServer | None = None
+    web_url: str | None = None
+    web_server: RunningServer | None = None
     processes: list[Process] = field(default_factory=list)
     http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10))
 
@@ -143,9 +144,30 @@ class Stack:
     def settings(self) -> Settings:
         return Settings.from_env(self.env)
 
-    def start_web(self) -> RunningServer:
-        self.web = serve(create_app(self.settings))
-        return self.web
+    def start_web(self) -> str:
+        """The web app in this process, served over real HTTP."""
+        self.web_server = serve(create_app(self.settings))
+        self.web_url = self.web_server.url
+        return self.web_url
+
+    def start_web_process(self) -> Process:
+        """The web as the Procfile runs it (gunicorn with its config), for what only gunicorn does (access log)."""
+        port = free_port()
+        self.env["PORT"] = str(port)
+        process = self._spawn("web", ["bash", "-c", f"exec {procfile()['web']}"],
+                              {"PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])})
+        url = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            try:
+                return self.http.get(f"{url}/readyz").status_code == 200
+            except httpx.HTTPError:
+                return process.popen.poll() is not None
+
+        wait_until(ready, timeout=30, message="gunicorn to answer")
+        assert process.popen.poll() is None, process.log()
+        self.web_url = url
+        return process
 
     def start_worker(self, concurrency: int = 8, name: str | None = None, **extra_env: Any) -> Process:
         name = name or f"worker{len(self.processes)}"
@@ -176,18 +198,18 @@ class Stack:
     def stop(self) -> None:
         for process in self.processes:
             process.stop()
-        if self.web:
-            self.web.stop()
+        if self.web_server is not None:
+            self.web_server.stop()
         self.http.close()
 
     # --- talking to it -----------------------------------------------------------------------------------
     def deliver(self, payload: dict[str, Any], token: str = WEBHOOK_TOKEN) -> httpx.Response:
-        assert self.web is not None
-        return self.http.post(f"{self.web.url}/webhooks/meetergo", params={"token": token}, json=payload)
+        assert self.web_url is not None
+        return self.http.post(f"{self.web_url}/webhooks/meetergo", params={"token": token}, json=payload)
 
     def appointment(self, appointment_id: str) -> dict[str, Any] | None:
-        assert self.web is not None
-        response = self.http.get(f"{self.web.url}/api/appointments/{appointment_id}",
+        assert self.web_url is not None
+        response = self.http.get(f"{self.web_url}/api/appointments/{appointment_id}",
                                  headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
         if response.status_code == 404:
             return None
@@ -207,6 +229,12 @@ class Stack:
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.log()}" for p in self.processes)
+
+
+def procfile() -> dict[str, str]:
+    from meetbridge.dev import procfile as read
+
+    return read()
 
 
 def free_port() -> int:
@@ -277,8 +305,9 @@ def moved(appt: dict[str, Any], start: datetime, minutes: int = 30, seconds_late
 
 
 def cancelled_payload(appt: dict[str, Any], seconds_later: int = 1, shape: str = "webhook",
-                      reason: str = "Something came up") -> dict[str, Any]:
-    at = datetime.fromisoformat(appt["updatedAt"].replace("Z", "+00:00")) + timedelta(seconds=seconds_later)
+                      reason: str = "Something came up", at: datetime | None = None) -> dict[str, Any]:
+    """The booking_cancelled delivery, dated `seconds_later` than the appointment's last change (or `at`)."""
+    at = at or datetime.fromisoformat(appt["updatedAt"].replace("Z", "+00:00")) + timedelta(seconds=seconds_later)
     later = {**appt, "updatedAt": _iso(at), "cancel": {"cancelledAt": _iso(at), "cancelledBy": "attendee",
                                                        "reason": reason}}
     return meetergo_sim.booking_cancelled(later, shape=shape)

@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from meetbridge import logs
 from meetbridge.config import MAX_WEBHOOK_BODY_BYTES, Settings, get_settings
+from workers.durability import require_safe_redis
 from workers.services import Services, build_services
 
 
@@ -21,9 +22,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     settings = settings or get_settings()
     settings.require_web()
     logs.register_secrets(settings.secrets())
+    require_safe_redis(settings)
 
     app = Flask(__name__)
-    app.config.from_mapping(MAX_CONTENT_LENGTH=MAX_WEBHOOK_BODY_BYTES, JSON_SORT_KEYS=False)
+    # One byte over the limit is let through so the receiver can tell "too large" from "exactly at the limit"
+    # for bodies sent without a length; werkzeug cuts such streams off silently at this size.
+    app.config.from_mapping(MAX_CONTENT_LENGTH=MAX_WEBHOOK_BODY_BYTES + 1)
     app.extensions["meetbridge"] = services or build_services(settings)
 
     from webhooks import admin, health, host_links, meetergo, openapi

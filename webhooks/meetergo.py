@@ -48,8 +48,12 @@ def receive() -> Any:
     if request.mimetype not in JSON_TYPES and not request.mimetype.endswith("+json"):
         return _reply(415, "unsupported_type", error="send the delivery as application/json",
                       details={"content_type": request.mimetype or None})
+    # A body sent without a length (chunked) is only known to be too large once read past the limit.
+    raw = request.stream.read(MAX_WEBHOOK_BODY_BYTES + 1)
+    if len(raw) > MAX_WEBHOOK_BODY_BYTES:
+        return _reply(413, "too_large", error=f"body is larger than {MAX_WEBHOOK_BODY_BYTES // 1024} KiB")
     try:
-        body = json.loads(request.get_data(cache=False))
+        body = json.loads(raw)
     except UnicodeDecodeError:
         return _reply(400, "invalid", error="body is not valid UTF-8", details={})
     except RecursionError:

@@ -33,6 +33,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # A task not acknowledged this long after delivery (its worker died) goes back to the queue.
             # Must exceed the longest retry countdown (RETRY_MAX_DELAY_SECONDS).
             "visibility_timeout": settings.broker_visibility_timeout_seconds,
+            # Look for such tasks often enough that one is redelivered soon after its timeout, not up to
+            # 100 s later (kombu's default: a scan on every 10th check, every 10 s).
+            "unacked_restore_interval": max(1, min(10, settings.broker_visibility_timeout_seconds // 10)),
+            "unacked_restore_throttle": 1,
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
             "health_check_interval": 30,

@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 
+from meetbridge.config import Settings
+from workers.clients.base import IN_CALL_MAX_WAIT_SECONDS, IN_CALL_RETRIES
 from workers.clients.errors import DailyLimitReached, RateLimited
 from workers.state import KEYS
 
@@ -30,13 +32,15 @@ return 0
 # Zoom's limits are per account and shared with every other app on it, and network jitter bunches requests
 # that left evenly spaced: stay a little under the configured rate.
 HEADROOM = 0.9
+# Beyond this wait the budget is clearly saturated: give the call up and let the sync retry later.
+RATE_LIMIT_MAX_WAIT_SECONDS = 10.0
 
 
 class RateLimiter:
     """At most `per_second` acquisitions per second across all processes, evenly spaced."""
 
     def __init__(self, client: redis.Redis, name: str, per_second: float, *, burst: int = 1,
-                 max_wait_seconds: float = 30.0) -> None:
+                 max_wait_seconds: float = RATE_LIMIT_MAX_WAIT_SECONDS) -> None:
         self.key = KEYS.rate(name)
         self.name = name
         self.interval_ms = 1000.0 / (per_second * HEADROOM)
@@ -54,6 +58,13 @@ class RateLimiter:
                 raise RateLimited(f"{self.name} budget is busy for more than {self.max_wait_seconds:.0f}s",
                                   service="meetbridge", retry_after=wait_ms / 1000)
             time.sleep(wait_ms / 1000 + random.uniform(0, 0.005))
+
+
+def lock_seconds(settings: Settings) -> float:
+    """How long an appointment's lock lasts unless extended. Syncs extend it at every step, so it only has to
+    outlast the longest single step: a wait for the rate budget, then one call's attempts and pauses."""
+    attempts = IN_CALL_RETRIES + 1
+    return RATE_LIMIT_MAX_WAIT_SECONDS + attempts * (settings.http_timeout_seconds + IN_CALL_MAX_WAIT_SECONDS) + 5
 
 
 def next_utc_midnight(now: datetime | None = None) -> datetime:

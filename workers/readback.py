@@ -58,7 +58,7 @@ class HostDirectory:
         return users
 
 
-def to_event(services: Services, raw: dict[str, Any]) -> AppointmentEvent | None:
+def to_event(services: Services, raw: dict[str, Any], read_at: datetime) -> AppointmentEvent | None:
     """A read-back as an event, or None (logged) when meetergo's object cannot be understood."""
     try:
         data = ReadbackSchema().load(raw)
@@ -66,15 +66,16 @@ def to_event(services: Services, raw: dict[str, Any]) -> AppointmentEvent | None
         log.warning("meetergo appointment %s could not be read: %s", raw.get("id"), error.messages)
         return None
     hosts = HostDirectory(services).hosts(data["hostIds"]) if data["hostIds"] else ()
-    return readback_event(data, hosts)
+    return readback_event(data, hosts, read_at)
 
 
 def read_back(services: Services, appointment_id: str) -> AppointmentEvent | None:
+    read_at = datetime.now(UTC)
     try:
         raw = services.meetergo.get_appointment(appointment_id)
     except NotFound:
         return None
-    return to_event(services, raw)
+    return to_event(services, raw, read_at)
 
 
 def reconcile(services: Services, enqueue: Callable[[list[str]], int], now: datetime | None = None) -> int:
@@ -83,7 +84,7 @@ def reconcile(services: Services, enqueue: Callable[[list[str]], int], now: date
     now = now or datetime.now(UTC)
     stale: list[str] = []
     for raw in services.meetergo.appointments():
-        event = to_event(services, raw)
+        event = to_event(services, raw, now)
         if event is None or event.end is None or event.end <= now:
             continue  # an appointment that is over needs no meeting
         known = services.store.events(event.appointment_id)

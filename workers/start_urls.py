@@ -18,13 +18,13 @@ from urllib.parse import parse_qs, urlsplit
 from meetbridge.config import Settings
 from schemas.zoom import ZoomMeeting
 from workers.clients.errors import NotFound
+from workers.limits import lock_seconds
 from workers.services import Services
 from workers.state import AppointmentBusy, AppointmentRecord
 
 log = logging.getLogger(__name__)
 
 CUSTCREATE_TTL_SECONDS = 90 * 24 * 3600
-LOCK_SECONDS = 60
 
 
 def zak_expiry(start_url: str) -> float | None:
@@ -80,7 +80,7 @@ class StartUrls:
     def refresh(self, appointment_id: str, *, force: bool = False) -> str:
         """Fetch a new start_url if the stored one is due; returns what happened."""
         try:
-            with self.store.lock(appointment_id, LOCK_SECONDS):
+            with self.store.lock(appointment_id, lock_seconds(self.settings)):
                 return self._refresh(appointment_id, force=force)
         except AppointmentBusy:
             return "busy"  # a sync holds it; the claim lease brings it back shortly

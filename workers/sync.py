@@ -29,7 +29,6 @@ from workers.state import KEYS, AppointmentRecord, Lease
 
 log = logging.getLogger(__name__)
 
-LOCK_SECONDS = 30
 SPOT_TEXT = "Zoom: the join link is in your booking details."
 
 

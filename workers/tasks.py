@@ -20,12 +20,13 @@ from celery.exceptions import Reject
 from workers.celery_app import app
 from workers.clients.base import backoff_delay
 from workers.clients.errors import APIError, DailyLimitReached
+from workers.limits import lock_seconds
 from workers.queue import enqueue_many
 from workers.readback import reconcile as reconcile_with_meetergo
 from workers.services import Services, get_services
 from workers.start_urls import StartUrls, claim_lease
 from workers.state import AppointmentBusy
-from workers.sync import LOCK_SECONDS, AppointmentSync
+from workers.sync import AppointmentSync
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,13 @@ def run_sync(services: Services, appointment_id: str, attempt: int = 0) -> Outco
     """One attempt at converging the appointment; says whether and when to try again."""
     store, settings = services.store, services.settings
     store.deferred.remove(appointment_id)
+    lock_ttl = lock_seconds(settings)
     try:
-        with store.lock(appointment_id, LOCK_SECONDS) as lease:
+        with store.lock(appointment_id, lock_ttl) as lease:
             status = AppointmentSync(services, appointment_id, lease).run()
     except AppointmentBusy:
         # Another worker is on it; look again once it is likely done (a crashed holder's lock expires).
-        return Outcome("busy", retry_in=min(LOCK_SECONDS, 0.5 * 2 ** min(attempt, 6)) + random.uniform(0, 0.5))
+        return Outcome("busy", retry_in=min(lock_ttl, 0.5 * 2 ** min(attempt, 6)) + random.uniform(0, 0.5))
     except DailyLimitReached as error:
         park(services, appointment_id, error.resume_at.timestamp(), str(error))
         return _counted(services, Outcome("waiting"))

@@ -76,7 +76,7 @@ def test_two_hundred_bookings_through_thirty_percent_faults(make_stack, sims: Si
 def test_worker_killed_mid_call_loses_and_duplicates_nothing(make_stack, sims: Sims, redis_client) -> None:
     for name in ("zoom", "neetocal"):
         sims.configure(name, latency_ms=400)
-    stack = make_stack(workers=0, BROKER_VISIBILITY_TIMEOUT_SECONDS=4)
+    stack = make_stack(workers=0, BROKER_VISIBILITY_TIMEOUT_SECONDS=4, HTTP_TIMEOUT_SECONDS=1)
     worker = stack.start_worker(concurrency=8)
     appointments = bookings(30, hosts=10)
     deliver_all(stack, [meetergo_sim.booking_created(a) for a in appointments])

@@ -33,8 +33,8 @@ def stored_start_url(client: redis.Redis, appointment_id: str) -> tuple[str, flo
 
 
 def open_host_link(stack: Stack, link: str):
-    assert stack.web is not None
-    return stack.http.get(stack.web.url + urlsplit(link).path, follow_redirects=False)
+    assert stack.web_url is not None
+    return stack.http.get(stack.web_url + urlsplit(link).path, follow_redirects=False)
 
 
 # --- host links ------------------------------------------------------------------------------------------

@@ -20,9 +20,9 @@ def fixture(name: str) -> dict:
 
 def post(stack: Stack, body: bytes, *, token: str | None = WEBHOOK_TOKEN,
          content_type: str = "application/json") -> httpx.Response:
-    assert stack.web is not None
+    assert stack.web_url is not None
     params = {"token": token} if token is not None else {}
-    return stack.http.post(f"{stack.web.url}/webhooks/meetergo", params=params, content=body,
+    return stack.http.post(f"{stack.web_url}/webhooks/meetergo", params=params, content=body,
                            headers={"Content-Type": content_type})
 
 
@@ -107,8 +107,8 @@ def test_503_and_nothing_acknowledged_while_redis_is_unreachable(make_stack, pri
     assert response.status_code == 503
     assert response.headers["Retry-After"]
     assert "again" in response.json()["error"]
-    assert stack.http.get(f"{stack.web.url}/readyz").status_code == 503
-    assert stack.http.get(f"{stack.web.url}/healthz").status_code == 200
+    assert stack.http.get(f"{stack.web_url}/readyz").status_code == 503
+    assert stack.http.get(f"{stack.web_url}/healthz").status_code == 200
 
     private_redis.start()  # the sender's retry now lands, and is not mistaken for a duplicate
     response = post(stack, body)
