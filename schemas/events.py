@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -59,15 +59,25 @@ class AppointmentEvent:
 
     def fingerprint(self) -> str:
         """Identical for every delivery of the same event (meetergo sends no delivery id)."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+        return fingerprint_of(self.to_json())
+
+    def to_json(self) -> str:
+        """The stored form: canonical JSON (sorted keys), so equal events serialize to equal text."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for name in ("occurred_at", "start", "end"):
-            value = getattr(self, name)
-            data[name] = value.isoformat() if value else None
-        return data
+        return {
+            "kind": self.kind,
+            "appointment_id": self.appointment_id,
+            "occurred_at": _iso(self.occurred_at),
+            "start": _iso(self.start),
+            "end": _iso(self.end),
+            "hosts": [vars(host) for host in self.hosts],
+            "attendees": [vars(attendee) for attendee in self.attendees],
+            "meeting_type": vars(self.meeting_type) if self.meeting_type else None,
+            "cancelled": self.cancelled,
+            "cancel_reason": self.cancel_reason,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AppointmentEvent:
@@ -84,6 +94,14 @@ class AppointmentEvent:
             cancelled=bool(data.get("cancelled")),
             cancel_reason=data.get("cancel_reason"),
         )
+
+
+def fingerprint_of(canonical_json: str) -> str:
+    return hashlib.sha256(canonical_json.encode()).hexdigest()[:32]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
 
 
 def _parse(value: str | None) -> datetime | None:

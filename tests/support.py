@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -22,7 +23,19 @@ from sandbox.server import RunningServer, Sandbox, serve
 from webhooks import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
-REDIS_URL = os.environ.get("MEETBRIDGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+def _test_redis_url() -> str:
+    """The Redis database the tests own (flushed by them): one per pytest-xdist worker, counting down."""
+    base = urlsplit(os.environ.get("MEETBRIDGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/13"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    database = int(base.path.lstrip("/") or 0) - worker
+    if database < 0:
+        raise RuntimeError("too many test workers for the Redis databases below MEETBRIDGE_TEST_REDIS_URL's")
+    return urlunsplit(base._replace(path=f"/{database}"))
+
+
+REDIS_URL = _test_redis_url()
 WEBHOOK_TOKEN = "test-webhook-token-0123456789"
 ADMIN_TOKEN = "test-admin-token-0123456789"
 SECRET_KEY = "test-secret-key-0123456789abcdef"

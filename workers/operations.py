@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -55,10 +56,14 @@ def replay(services: Services, appointment_id: str) -> bool:
     return True
 
 
-def appointments_with_status(services: Services, status: str) -> Iterator[str]:
+def appointments_with_status(services: Services, status: str, batch: int = 500) -> Iterator[str]:
     if status == "failed":
         yield from services.store.dead_letters()
         return
-    for appointment_id in services.store.appointment_ids():
-        if services.redis.hget(services.store.keys.appointment(appointment_id), "status") == status:
-            yield appointment_id
+    ids = services.store.appointment_ids(batch)
+    while chunk := list(itertools.islice(ids, batch)):
+        with services.redis.pipeline(transaction=False) as pipe:
+            for appointment_id in chunk:
+                pipe.hget(services.store.keys.appointment(appointment_id), "status")
+            statuses = pipe.execute()
+        yield from (appointment_id for appointment_id, found in zip(chunk, statuses, strict=True) if found == status)

@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from schemas.events import AppointmentEvent
+from schemas.events import AppointmentEvent, fingerprint_of
 
 HISTORY_LENGTH = 50
 DELIVERY_DEDUPE_SECONDS = 7 * 24 * 3600
@@ -101,19 +101,13 @@ class AppointmentRecord:
     @classmethod
     def from_hash(cls, appointment_id: str, raw: dict[str, str]) -> AppointmentRecord:
         values: dict[str, Any] = {"appointment_id": appointment_id}
-        for f in fields(cls):
-            if f.name in raw and f.name != "appointment_id":
-                values[f.name] = _decode(f.type, raw[f.name])
+        for name in _FIELD_NAMES & raw.keys():
+            values[name] = _NUMERIC_FIELDS.get(name, str)(raw[name])
         return cls(**values)
 
 
-def _decode(kind: Any, raw: str) -> Any:
-    text = str(kind)
-    if text.startswith("int"):
-        return int(raw)
-    if text.startswith("float"):
-        return float(raw)
-    return raw
+_FIELD_NAMES = {f.name for f in fields(AppointmentRecord)} - {"appointment_id"}
+_NUMERIC_FIELDS: dict[str, type] = {"zoom_meeting_id": int, "zoom_duration": int, "zoom_start_url_expires_at": float}
 
 
 # Records one accepted delivery and queues its sync in one round trip: a delivery is either a duplicate
@@ -203,7 +197,8 @@ class Store:
     def record_delivery(self, event: AppointmentEvent, task_message: str, queue: str, history: str) -> bool:
         """Record `event` and queue `task_message` unless this exact event was seen before; True if recorded."""
         appointment_id = event.appointment_id
-        fingerprint = event.fingerprint()
+        stored = event.to_json()
+        fingerprint = fingerprint_of(stored)
         now = time.time()
         recorded = self._record_delivery(
             keys=[
@@ -219,7 +214,7 @@ class Store:
                 appointment_id,
                 DELIVERY_DEDUPE_SECONDS,
                 fingerprint,
-                json.dumps(event.to_dict()),
+                stored,
                 json.dumps({"at": now_iso(), "event": event.kind, "detail": history}),
                 now_iso(),
                 int(now),
@@ -251,7 +246,8 @@ class Store:
     def add_event(self, event: AppointmentEvent) -> None:
         """Record knowledge that did not come through the webhook (read-back, reconciliation)."""
         with self.client.pipeline() as pipe:
-            pipe.hset(self.keys.events(event.appointment_id), event.fingerprint(), json.dumps(event.to_dict()))
+            stored = event.to_json()
+            pipe.hset(self.keys.events(event.appointment_id), fingerprint_of(stored), stored)
             pipe.hsetnx(self.keys.appointment(event.appointment_id), "created_at", now_iso())
             pipe.zadd(self.keys.appointments, {event.appointment_id: int(time.time())}, nx=True)
             pipe.execute()
