@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -13,20 +12,21 @@ from workers.clients.base import IN_CALL_MAX_WAIT_SECONDS, IN_CALL_RETRIES
 from workers.clients.errors import DailyLimitReached, RateLimited
 from workers.state import KEYS
 
-# Generic cell rate algorithm: the key holds the theoretical arrival time of the next request. Redis's own
-# clock is used so that workers on different hosts agree.
-_ACQUIRE = """
+# Generic cell rate algorithm, reserving: the key holds the theoretical arrival time of the next request;
+# each caller takes the next free slot and is told how long to wait for it (first come, first served, one
+# Redis call per request), or -1 when that is beyond the longest acceptable wait. Redis's own clock is used so
+# that workers on different hosts agree.
+_RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local interval = tonumber(ARGV[1])
-local tolerance = tonumber(ARGV[2])
+local interval, tolerance, longest = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
-local wait = tat - tolerance - now
-if wait > 0 then return wait end
+local wait = math.max(0, tat - tolerance - now)
+if wait > longest then return -1 end
 local next_tat = tat + interval
 redis.call('SET', KEYS[1], next_tat, 'PX', math.ceil(next_tat - now + 1000))
-return 0
+return wait
 """
 
 # Zoom's limits are per account and shared with every other app on it, and network jitter bunches requests
@@ -46,18 +46,17 @@ class RateLimiter:
         self.interval_ms = 1000.0 / (per_second * HEADROOM)
         self.tolerance_ms = self.interval_ms * (burst - 1)
         self.max_wait_seconds = max_wait_seconds
-        self._acquire = client.register_script(_ACQUIRE)
+        self._reserve = client.register_script(_RESERVE)
 
     def acquire(self) -> None:
-        deadline = time.monotonic() + self.max_wait_seconds
-        while True:
-            wait_ms = int(self._acquire(keys=[self.key], args=[self.interval_ms, self.tolerance_ms]))
-            if wait_ms <= 0:
-                return
-            if time.monotonic() + wait_ms / 1000 > deadline:
-                raise RateLimited(f"{self.name} budget is busy for more than {self.max_wait_seconds:.0f}s",
-                                  service="meetbridge", retry_after=wait_ms / 1000)
-            time.sleep(wait_ms / 1000 + random.uniform(0, 0.005))
+        """Wait for this process's turn in the shared budget."""
+        longest_ms = self.max_wait_seconds * 1000
+        wait_ms = int(self._reserve(keys=[self.key], args=[self.interval_ms, self.tolerance_ms, longest_ms]))
+        if wait_ms < 0:
+            raise RateLimited(f"the {self.name} budget is taken for more than {self.max_wait_seconds:.0f}s ahead",
+                              service="meetbridge", retry_after=self.max_wait_seconds)
+        if wait_ms:
+            time.sleep(wait_ms / 1000)
 
 
 def lock_seconds(settings: Settings) -> float:
