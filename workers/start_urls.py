@@ -70,12 +70,17 @@ class StartUrls:
         expires_at = start_url_expiry(meeting.start_url, fetched_at, host, self.settings)
         self.store.update(appointment_id, zoom_start_url=meeting.start_url, zoom_start_url_expires_at=expires_at,
                           refresh_error=None)
+        self.schedule(appointment_id, expires_at, meeting_ends_at)
+        return expires_at
+
+    def schedule(self, appointment_id: str, expires_at: float, meeting_ends_at: float | None) -> None:
+        """Put the meeting's next refresh on the schedule, or take it off when none is needed before it ends.
+        Called again whenever the meeting moves."""
         due = expires_at - self.settings.start_url_refresh_lead_seconds
         if meeting_ends_at is not None and due >= meeting_ends_at:
             self.store.refresh.remove(appointment_id)  # it stays valid until the meeting is over
         else:
             self.store.refresh.put(appointment_id, due)
-        return expires_at
 
     def refresh(self, appointment_id: str, *, force: bool = False) -> str:
         """Fetch a new start_url if the stored one is due; returns what happened."""

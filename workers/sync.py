@@ -132,6 +132,9 @@ class AppointmentSync:
                 return
             self.save(**_applied(spec))
             self.note("zoom_meeting_updated", f"meeting {meeting_id} now starts {zoom_time(spec.start_time)}")
+            if self.record.zoom_start_url_expires_at:  # the refresh schedule follows the meeting
+                self.start_urls.schedule(self.appointment_id, self.record.zoom_start_url_expires_at,
+                                         _epoch(self.record.ends_at))
 
     def create_zoom(self, host: str, spec: MeetingSpec) -> None:
         meeting: ZoomMeeting | None = None

@@ -9,7 +9,7 @@ import httpx
 import redis
 
 from sandbox import meetergo as meetergo_sim
-from tests.support import Sims, Stack, appointment, cancelled_payload, wait_until
+from tests.support import Sims, Stack, appointment, cancelled_payload, future_start, moved, wait_until
 from workers.services import build_services
 from workers.state import KEYS
 from workers.tasks import refresh_one
@@ -74,3 +74,21 @@ def test_a_far_expiry_is_not_refreshed_before_the_meeting_ends(stack: Stack, sim
     sims.configure("zoom", custcreate_users=["john@example.com"])  # 90-day start_urls
     appointment_id = synced(stack)
     assert redis_client.zscore(KEYS.refresh_schedule, appointment_id) is None
+
+
+def test_the_refresh_schedule_follows_a_rescheduled_meeting(stack: Stack, redis_client: redis.Redis) -> None:
+    soon = datetime.now(UTC) + timedelta(minutes=65)
+    soon = soon.replace(minute=soon.minute - soon.minute % 5, second=0, microsecond=0) + timedelta(minutes=5)
+    appt = meetergo_sim.make_appointment(soon)
+    appt["updatedAt"] = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    stack.deliver(meetergo_sim.booking_created(appt))
+    stack.wait_for_status(appt["id"], "synced")
+    # Its 2-hour start_url outlasts the meeting: nothing to refresh.
+    assert redis_client.zscore(KEYS.refresh_schedule, appt["id"]) is None
+
+    later = moved(appt, future_start(days=3, hour=9))
+    stack.deliver(meetergo_sim.booking_rescheduled(later, appt["start"]))
+    wait_until(lambda: redis_client.zscore(KEYS.refresh_schedule, appt["id"]) is not None, timeout=20,
+               message="the moved meeting to be put on the refresh schedule")
+    expires_at = float(redis_client.hget(KEYS.appointment(appt["id"]), "zoom_start_url_expires_at"))
+    assert redis_client.zscore(KEYS.refresh_schedule, appt["id"]) == expires_at - 900
