@@ -65,3 +65,11 @@ def test_every_zoom_request_validates_against_the_openapi_subset(stack: Stack, s
     stack.wait_for_status("appt-uuid-12345", "synced")
     assert sims.get("zoom", "validation_errors")["errors"] == []
     assert sims.calls("zoom", "POST", "/meetings"), "the sync sent no create request"
+
+
+def test_the_join_url_goes_under_the_configured_form_field(make_stack, sims: Sims) -> None:
+    stack = make_stack(NEETOCAL_JOIN_URL_FIELD="video_link", NEETOCAL_HOST_LINK_FIELD="host_start_link")
+    stack.deliver(documented_example())
+    view = stack.wait_for_status("appt-uuid-12345", "synced")
+    [booking] = sims.neetocal_bookings()
+    assert booking["form_responses"] == {"video_link": view["zoom"]["join_url"], "host_start_link": view["host_link"]}
