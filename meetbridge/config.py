@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 MAX_WEBHOOK_BODY_BYTES = 256 * 1024
@@ -143,15 +143,6 @@ class Settings:
         values = [*self.webhook_tokens, self.meetergo_api_key, self.zoom_client_secret, self.neetocal_api_key,
                   self.secret_key, self.admin_token]
         return [v for v in values if v and len(v) >= 4]
-
-    def replace(self, **changes: object) -> Settings:
-        known = {f.name for f in fields(self)}
-        unknown = set(changes) - known
-        if unknown:
-            raise TypeError(f"unknown settings: {sorted(unknown)}")
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values.update(changes)
-        return Settings(**values)  # type: ignore[arg-type]
 
 
 class _Reader:

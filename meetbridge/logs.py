@@ -13,8 +13,7 @@ import logging.config
 import re
 import sys
 import traceback
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
@@ -107,17 +106,6 @@ class Json(JsonFormatter):
 class Text(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
-
-
-@contextmanager
-def bound(appointment_id: str | None = None, task_id: str | None = None) -> Iterator[None]:
-    tokens = [(var, var.set(value)) for var, value in ((appointment_context, appointment_id), (task_context, task_id))
-              if value]
-    try:
-        yield
-    finally:
-        for var, token in reversed(tokens):
-            var.reset(token)
 
 
 def logging_dict(level: str = "INFO", fmt: str = "json", stream: Any = "ext://sys.stderr") -> dict[str, Any]:

@@ -53,10 +53,6 @@ class AppointmentEvent:
     cancelled: bool = False
     cancel_reason: str | None = None
 
-    @property
-    def has_schedule(self) -> bool:
-        return self.start is not None and self.end is not None and bool(self.hosts)
-
     def fingerprint(self) -> str:
         """Identical for every delivery of the same event (meetergo sends no delivery id)."""
         return fingerprint_of(self.to_json())

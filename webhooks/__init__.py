@@ -40,7 +40,3 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         return jsonify(error=error.description or error.name), error.code
 
     return app
-
-
-def services_of(app: Flask) -> Services:
-    return app.extensions["meetbridge"]

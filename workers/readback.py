@@ -32,12 +32,15 @@ class HostDirectory:
 
     def __init__(self, services: Services) -> None:
         self.services = services
+        self._known: dict[str, dict[str, Any]] | None = None  # read from Redis once per directory
+        self._reloaded = False
 
     def hosts(self, host_ids: list[str]) -> tuple[Host, ...]:
-        known = self._cached()
-        if any(host_id not in known for host_id in host_ids):
-            known = self._reload()
-        return tuple(Host(**known[host_id]) for host_id in host_ids if host_id in known)
+        if self._known is None:
+            self._known = self._cached()
+        if not self._reloaded and any(host_id not in self._known for host_id in host_ids):
+            self._known, self._reloaded = self._reload(), True  # at most one reload of the users per directory
+        return tuple(Host(**self._known[host_id]) for host_id in host_ids if host_id in self._known)
 
     def _cached(self) -> dict[str, dict[str, Any]]:
         raw = self.services.redis.hgetall(KEYS.meetergo_users)
@@ -58,14 +61,14 @@ class HostDirectory:
         return users
 
 
-def to_event(services: Services, raw: dict[str, Any], read_at: datetime) -> AppointmentEvent | None:
+def to_event(directory: HostDirectory, raw: dict[str, Any], read_at: datetime) -> AppointmentEvent | None:
     """A read-back as an event, or None (logged) when meetergo's object cannot be understood."""
     try:
         data = ReadbackSchema().load(raw)
     except ValidationError as error:
         log.warning("meetergo appointment %s could not be read: %s", raw.get("id"), error.messages)
         return None
-    hosts = HostDirectory(services).hosts(data["hostIds"]) if data["hostIds"] else ()
+    hosts = directory.hosts(data["hostIds"]) if data["hostIds"] else ()
     return readback_event(data, hosts, read_at)
 
 
@@ -75,7 +78,7 @@ def read_back(services: Services, appointment_id: str) -> AppointmentEvent | Non
         raw = services.meetergo.get_appointment(appointment_id)
     except NotFound:
         return None
-    return to_event(services, raw, read_at)
+    return to_event(HostDirectory(services), raw, read_at)
 
 
 def reconcile(services: Services, enqueue: Callable[[list[str]], int], now: datetime | None = None) -> int:
@@ -83,8 +86,9 @@ def reconcile(services: Services, enqueue: Callable[[list[str]], int], now: date
     appointments were queued for a sync."""
     now = now or datetime.now(UTC)
     stale: list[str] = []
+    directory = HostDirectory(services)
     for raw in services.meetergo.appointments():
-        event = to_event(services, raw, now)
+        event = to_event(directory, raw, now)
         if event is None or event.end is None or event.end <= now:
             continue  # an appointment that is over needs no meeting
         known = services.store.events(event.appointment_id)

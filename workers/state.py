@@ -167,9 +167,6 @@ class Schedule:
     def remove(self, member: str) -> None:
         self.client.zrem(self.key, member)
 
-    def due_at(self, member: str) -> float | None:
-        return self.client.zscore(self.key, member)
-
     def claim_due(self, now: float, limit: int, lease_seconds: float) -> list[str]:
         return list(self._claim(keys=[self.key], args=[now, limit, now + lease_seconds]))
 
