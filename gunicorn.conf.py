@@ -2,6 +2,7 @@
 
 import os
 
+from meetbridge.config import MAX_WEBHOOK_BODY_BYTES
 from meetbridge.logs import logging_dict
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
@@ -18,3 +19,23 @@ control_socket_disable = True
 accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 logconfig_dict = logging_dict(os.environ.get("LOG_LEVEL", "INFO").upper(), os.environ.get("LOG_FORMAT", "json"))
+
+
+def pre_request(worker, req):
+    """A request whose body is answered unread must close its connection.
+
+    After an answer, gunicorn drains at most 64 KiB of an unread body and then closes the connection, although
+    the answer said `Connection: keep-alive`: a client (a proxy's upstream pool) that sends its next request on
+    it gets no answer. `Connection: close` must therefore be decided before the answer goes out, and a header
+    set by the app cannot do it (hop-by-hop: gunicorn drops it); the request's own close flag does.
+    """
+    worker.log.debug("%s %s", req.method, req.path)
+    body = getattr(req, "body", None)
+    if body is None:
+        return
+    # No endpoint reads a declared body over the limit (werkzeug refuses it: MAX_CONTENT_LENGTH).
+    declared = next((value for name, value in req.headers if name == "CONTENT-LENGTH"), "")
+    if declared.isdigit() and int(declared) > MAX_WEBHOOK_BODY_BYTES:
+        req.force_close()
+    # For what only the app knows (it stopped reading a chunked body): see webhooks/meetergo.py.
+    body.meetbridge_close_connection = req.force_close

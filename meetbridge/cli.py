@@ -10,6 +10,7 @@ import click
 import redis
 
 from meetbridge.config import ConfigError, Settings, get_settings
+from meetbridge.logs import mask_url
 
 
 def _settings() -> Settings:
@@ -26,7 +27,8 @@ def _services() -> Any:
     try:
         services.redis.ping()
     except redis.RedisError as error:
-        raise click.ClickException(f"Redis at {services.settings.redis_url} does not answer: {error}") from None
+        raise click.ClickException(
+            f"Redis at {mask_url(services.settings.redis_url)} does not answer: {error}") from None
     return services
 
 
@@ -85,6 +87,13 @@ def replay(appointment_ids: tuple[str, ...], failed: bool) -> None:
         raise click.ClickException(f"unknown appointment(s): {', '.join(unknown)}")
 
 
+@main.command(name="migrate-keys")
+def migrate_keys() -> None:
+    """Move appointment events and history to the key names of this version (once, workers stopped)."""
+    moved = _services().store.migrate_keys()
+    click.echo(f"moved {moved} key(s)")
+
+
 @main.command()
 @click.argument("appointment_id")
 def refresh(appointment_id: str) -> None:
@@ -97,13 +106,33 @@ def refresh(appointment_id: str) -> None:
         raise click.ClickException(f"no start_url refreshed for {appointment_id}: {result}")
 
 
+@main.command(name="host-link")
+@click.argument("appointment_id")
+@click.option("--revoke", is_flag=True, help="Make the current link stop working; its next link is new.")
+def host_link_command(appointment_id: str, revoke: bool) -> None:
+    """Print an appointment's current host link (a host credential: hand it to the host alone)."""
+    from workers.operations import host_link_for, revoke_host_link
+
+    services = _services()
+    record = services.store.load(appointment_id)
+    if record is None:
+        raise click.ClickException(f"no appointment {appointment_id}")
+    link = revoke_host_link(services, appointment_id) if revoke else host_link_for(services.settings, record)
+    if revoke:
+        click.echo("revoked: links handed out so far answer 410", err=True)
+    if link is None:
+        raise click.ClickException(f"{appointment_id} has no Zoom meeting to start (status {record.status})")
+    click.echo(link)
+
+
 @main.command()
 def doctor() -> None:
     """Check Redis, credentials and each API, and say what is wrong."""
-    from meetbridge.doctor import run_checks
+    from meetbridge.doctor import checks_from_environment
 
     problems = 0
-    for check in run_checks(_settings()):
+    # Weak or stale settings are reported as FAIL lines, and the rest is still checked.
+    for check in checks_from_environment():
         mark = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}[check.level]
         click.echo(f"[{mark}] {check.name}: {check.detail}")
         problems += check.level == "fail"
@@ -120,6 +149,28 @@ def dev(exit_after_demo: bool, no_demo: bool) -> None:
     from meetbridge.dev import run
 
     sys.exit(run(demo=not no_demo, exit_after_demo=exit_after_demo))
+
+
+@main.command(name="host-page")
+@click.argument("email")
+@click.option("--rotate", is_flag=True, help="Revoke the host's earlier page and calendar links; print new ones.")
+def host_page_command(email: str, rotate: bool) -> None:
+    """Print a host's private page and calendar links (bearer links: hand them to the host alone)."""
+    from workers.host_pages import HostPages, normalize_email
+
+    try:
+        email = normalize_email(email)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="EMAIL") from None
+    services = _services()
+    if not services.settings.secret_key:
+        raise click.ClickException("SECRET_KEY is not set: host pages are signed with it")
+    pages = HostPages(services)
+    links = pages.rotate(email) if rotate else pages.page_links(email)
+    if rotate:
+        click.echo(f"revoked: the earlier links of {email} answer 403", err=True)
+    click.echo(f"page:     {links.page_url}")
+    click.echo(f"calendar: {links.calendar_url}")
 
 
 if __name__ == "__main__":

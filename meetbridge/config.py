@@ -23,8 +23,55 @@ ZOOM_PLAN_RATES: dict[str, tuple[float, float]] = {
 }
 
 
+# Secrets too weak to run with (issue #9). A process given one refuses to start; `meetbridge doctor` names it.
+MIN_SECRET_KEY_LENGTH = 32  # SECRET_KEY and each of SECRET_KEY_FALLBACKS
+MIN_TOKEN_LENGTH = 24  # each of MEETERGO_WEBHOOK_TOKENS, ADMIN_TOKEN
+# Documented and commonly copied placeholders. A secret is one when, lower-cased and without separators
+# (space - _ .), it begins with one of these (so CHANGE_ME, change-me, ChangeMe_please... all are).
+PLACEHOLDER_SECRETS = frozenset({
+    "change_me", "change-me", "changeme", "change_this", "changeit", "replace_me", "replaceme",
+    "your-secret-key", "your_secret", "your-token", "secret", "password", "placeholder", "example",
+    "xxx", "todo", "fixme", "insecure", "dummy", "<",
+})
+# Hex never begins like a placeholder; 64 characters pass every minimum.
+GENERATE_HINT = "generate a secret with: python -c 'import secrets; print(secrets.token_hex(32))'"
+
+# Variables that used to mean something and now must not be set: a process refuses to start while one is.
+STALE_VARIABLES: dict[str, str] = {
+    "NEETOCAL_HOST_LINK_FIELD": (
+        "is no longer supported: the host link is a host credential and is no longer written to the "
+        "attendee's NeetoCal booking; hosts find it on their host page (GET /api/hosts/<email>/page) instead. "
+        "Remove the variable"),
+}
+
+
 class ConfigError(ValueError):
-    """The environment does not describe a runnable service; the message names the variable."""
+    """The environment does not describe a runnable service; the message names the variable.
+
+    `problems` lists (variable, what is wrong) when there is more than one thing to say.
+    """
+
+    def __init__(self, message: str, problems: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems or ((message.split(" ", 1)[0], message),)
+
+
+def _normalized(value: str) -> str:
+    return "".join(c for c in value.lower() if c not in " -_.")
+
+
+def secret_weakness(value: str, minimum: int) -> str | None:
+    """What makes `value` too weak to be a secret of at least `minimum` characters; None when it is fine.
+
+    Never repeats the value (the message goes to logs and terminals)."""
+    normalized = _normalized(value)
+    if any(normalized.startswith(_normalized(p)) for p in PLACEHOLDER_SECRETS):
+        return f"is a placeholder: set a random value of at least {minimum} characters"
+    if len(set(value)) == 1:
+        return f"is one character repeated: set a random value of at least {minimum} characters"
+    if len(value) < minimum:
+        return f"is too short: {len(value)} characters, at least {minimum} are required"
+    return None
 
 
 @dataclass(frozen=True)
@@ -45,14 +92,15 @@ class Settings:
     neetocal_join_url_field: str = "zoom_join_url"
     public_url: str = "http://localhost:8000"
     secret_key: str | None = None
+    secret_key_fallbacks: tuple[str, ...] = ()
     admin_token: str | None = None
     zoom_start_url_ttl_seconds: int = 7200
     start_url_refresh_lead_seconds: int = 900
     refresh_sweep_seconds: float = 60
     reconcile_seconds: float = 900
+    host_link_grace_seconds: int = 86400
 
     # Beyond the contract.
-    neetocal_host_link_field: str = "zoom_host_link"
     zoom_custcreate_hosts: frozenset[str] = field(default_factory=frozenset)
     zoom_plan: str = "pro"
     zoom_light_per_second: float = 30
@@ -63,13 +111,20 @@ class Settings:
     http_timeout_seconds: float = 10
     sync_max_retries: int = 8
     retry_max_delay_seconds: float = 300
-    broker_visibility_timeout_seconds: int = 900
+    broker_visibility_timeout_seconds: int = 30
     host_link_min_validity_seconds: int = 300
+    # Where a start_url may point: the host link redirects only to https URLs on these domains (or subdomains).
+    zoom_start_url_domains: tuple[str, ...] = ("zoom.us", "zoomgov.com", "zoom.com")
     log_level: str = "INFO"
     log_format: str = "json"
+    # Names of STALE_VARIABLES found set in the environment (a problem: see problems()).
+    stale_variables: tuple[str, ...] = ()
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, validate: bool = True) -> Settings:
+        """The settings the environment describes. Raises ConfigError naming the variable for a value that
+        cannot be parsed and, unless `validate` is false (`meetbridge doctor`, which reports them), for a weak
+        secret or a stale variable."""
         env = os.environ if environ is None else environ
         reader = _Reader(env)
         port = reader.int("PORT", 8000)
@@ -94,12 +149,13 @@ class Settings:
             neetocal_join_url_field=reader.str("NEETOCAL_JOIN_URL_FIELD", cls.neetocal_join_url_field),
             public_url=reader.url("PUBLIC_URL", f"http://localhost:{port}"),
             secret_key=reader.optional("SECRET_KEY"),
+            secret_key_fallbacks=reader.list("SECRET_KEY_FALLBACKS"),
             admin_token=reader.optional("ADMIN_TOKEN"),
             zoom_start_url_ttl_seconds=reader.int("ZOOM_START_URL_TTL_SECONDS", 7200, minimum=1),
             start_url_refresh_lead_seconds=reader.int("START_URL_REFRESH_LEAD_SECONDS", 900, minimum=0),
             refresh_sweep_seconds=reader.float("REFRESH_SWEEP_SECONDS", 60, minimum=0.1),
             reconcile_seconds=reader.float("RECONCILE_SECONDS", 900, minimum=1),
-            neetocal_host_link_field=reader.str("NEETOCAL_HOST_LINK_FIELD", cls.neetocal_host_link_field),
+            host_link_grace_seconds=reader.int("HOST_LINK_GRACE_SECONDS", 86400, minimum=0),
             zoom_custcreate_hosts=frozenset(e.lower() for e in reader.list("ZOOM_CUSTCREATE_HOSTS")),
             zoom_plan=plan,
             zoom_light_per_second=reader.float("ZOOM_LIGHT_PER_SECOND", light, minimum=0.1),
@@ -110,21 +166,59 @@ class Settings:
             http_timeout_seconds=reader.float("HTTP_TIMEOUT_SECONDS", 10, minimum=0.1),
             sync_max_retries=reader.int("SYNC_MAX_RETRIES", 8, minimum=0),
             retry_max_delay_seconds=reader.float("RETRY_MAX_DELAY_SECONDS", 300, minimum=1),
-            broker_visibility_timeout_seconds=reader.int("BROKER_VISIBILITY_TIMEOUT_SECONDS", 900, minimum=1),
+            broker_visibility_timeout_seconds=reader.int("BROKER_VISIBILITY_TIMEOUT_SECONDS", 30, minimum=3),
             host_link_min_validity_seconds=reader.int("HOST_LINK_MIN_VALIDITY_SECONDS", 300, minimum=0),
+            zoom_start_url_domains=tuple(d.lower().strip(".") for d in reader.list("ZOOM_START_URL_DOMAINS"))
+            or cls.zoom_start_url_domains,
             log_level=reader.str("LOG_LEVEL", "INFO").upper(),
             log_format=reader.str("LOG_FORMAT", "json").lower(),
+            stale_variables=tuple(name for name in STALE_VARIABLES if reader.optional(name)),
         )
+        if validate:
+            settings.validate()
         return settings
 
-    # What each process cannot start without.
+    def problems(self) -> list[tuple[str, str]]:
+        """(variable, message naming it) for every weak secret and stale variable; empty when all is well."""
+        found: list[tuple[str, str]] = [(name, f"{name} {STALE_VARIABLES[name]}") for name in self.stale_variables]
+
+        def check(name: str, value: str | None, minimum: int) -> None:
+            weakness = value is not None and secret_weakness(value, minimum)
+            if weakness:
+                found.append((name.split(" ", 1)[0], f"{name} {weakness}"))
+
+        def check_list(name: str, values: tuple[str, ...], minimum: int) -> None:
+            for n, value in enumerate(values, 1):
+                check(f"{name} (entry {n} of {len(values)})" if len(values) > 1 else name, value, minimum)
+
+        check("SECRET_KEY", self.secret_key, MIN_SECRET_KEY_LENGTH)
+        check_list("SECRET_KEY_FALLBACKS", self.secret_key_fallbacks, MIN_SECRET_KEY_LENGTH)
+        check_list("MEETERGO_WEBHOOK_TOKENS", self.webhook_tokens, MIN_TOKEN_LENGTH)
+        check("ADMIN_TOKEN", self.admin_token, MIN_TOKEN_LENGTH)
+        return found
+
+    def validate(self) -> None:
+        """Refuse weak secrets and stale variables, whichever process this is."""
+        found = self.problems()
+        if found:
+            hint = f" ({GENERATE_HINT})" if any(name not in STALE_VARIABLES for name, _ in found) else ""
+            raise ConfigError("; ".join(message for _, message in found) + hint, tuple(found))
+
+    # What each process cannot start without (beat needs nothing beyond validate()).
     def require_web(self) -> None:
-        missing = [name for name, value in (
-            ("MEETERGO_WEBHOOK_TOKENS", self.webhook_tokens),
-            ("SECRET_KEY", self.secret_key),
-        ) if not value]
+        self.validate()
+        self._require("web", ("MEETERGO_WEBHOOK_TOKENS", self.webhook_tokens), ("SECRET_KEY", self.secret_key))
+
+    def require_worker(self) -> None:
+        self.validate()
+        self._require("worker", ("SECRET_KEY", self.secret_key))
+
+    @staticmethod
+    def _require(process: str, *values: tuple[str, object]) -> None:
+        missing = [name for name, value in values if not value]
         if missing:
-            raise ConfigError(f"web needs {' and '.join(missing)} set")
+            raise ConfigError(f"{process} needs {' and '.join(missing)} set",
+                              tuple((name, f"{name} is not set ({process} needs it)") for name in missing))
 
     @property
     def zoom_configured(self) -> bool:
@@ -141,7 +235,7 @@ class Settings:
     def secrets(self) -> list[str]:
         """Values that must never appear in a log line."""
         values = [*self.webhook_tokens, self.meetergo_api_key, self.zoom_client_secret, self.neetocal_api_key,
-                  self.secret_key, self.admin_token]
+                  self.secret_key, *self.secret_key_fallbacks, self.admin_token]
         return [v for v in values if v and len(v) >= 4]
 
 
@@ -215,8 +309,13 @@ class _Reader:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process's settings, read on first use (not at import)."""
+    return load_settings()
+
+
+def load_settings(validate: bool = True) -> Settings:
+    """Settings from the environment (and a .env file); `validate=False` lets weak secrets through."""
     _load_dotenv()
-    return Settings.from_env()
+    return Settings.from_env(validate=validate)
 
 
 def _load_dotenv() -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from meetbridge.config import Settings
+from meetbridge.config import ConfigError, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COLORS = {"web": "\033[36m", "worker": "\033[33m", "beat": "\033[35m"}
@@ -48,9 +48,11 @@ def dev_environment(start_simulators: Callable[[], Any]) -> tuple[dict[str, str]
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.setdefault("PORT", "8000")
     env.setdefault("REDIS_URL", "redis://localhost:6379/0")
-    env.setdefault("MEETERGO_WEBHOOK_TOKENS", "dev-" + secrets.token_urlsafe(16))
-    env.setdefault("SECRET_KEY", secrets.token_urlsafe(32))
-    env.setdefault("ADMIN_TOKEN", "dev-admin-" + secrets.token_urlsafe(8))
+    # Random secrets strong enough for Settings (tokens >= 24, SECRET_KEY >= 32 characters); the prefix keeps a
+    # random value from ever beginning like a placeholder (xxx..., todo...).
+    env.setdefault("MEETERGO_WEBHOOK_TOKENS", "dev-webhook-" + secrets.token_urlsafe(24))
+    env.setdefault("SECRET_KEY", "dev-secret-" + secrets.token_urlsafe(32))
+    env.setdefault("ADMIN_TOKEN", "dev-admin-" + secrets.token_urlsafe(24))
     env.setdefault("LOG_FORMAT", "text")
     env.setdefault("WEB_CONCURRENCY", "1")
     env.setdefault("WORKER_CONCURRENCY", "4")
@@ -155,7 +157,11 @@ def follow(base_url: str, admin_token: str, appointment_id: str, timeout: float 
 def run(demo: bool = True, exit_after_demo: bool = False) -> int:
     from sandbox.server import start_all
 
-    env, sandbox = dev_environment(start_all)
+    try:
+        env, sandbox = dev_environment(start_all)
+    except ConfigError as error:  # e.g. a weak SECRET_KEY in the caller's environment: every process would refuse it
+        say(f"error: {error}")
+        return 1
     base_url = f"http://127.0.0.1:{env['PORT']}"
     if sandbox:
         say(f"No real Zoom/NeetoCal credentials: simulators at {sandbox.zoom.url} (Zoom), "

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import redis
 
-from meetbridge.config import Settings
+from meetbridge.config import GENERATE_HINT, STALE_VARIABLES, ConfigError, Settings, load_settings
+from meetbridge.logs import mask_url
 from workers.clients.errors import APIError, AuthError, NotFound
 from workers.durability import check_redis
 from workers.queue import QUEUE
@@ -21,6 +22,18 @@ class Check:
     name: str
     level: str  # ok | warn | fail
     detail: str
+
+
+def checks_from_environment() -> Iterator[Check]:
+    """`meetbridge doctor`'s checks, reading the settings itself: a weak secret or a stale variable, which stops
+    every process, is a FAIL line naming it (and the rest is still checked), not the end of the report."""
+    try:
+        settings = load_settings(validate=False)
+    except ConfigError as error:  # a value that cannot even be parsed
+        for name, message in error.problems:
+            yield Check(name, "fail", _detail(name, message))
+        return
+    yield from run_checks(settings)
 
 
 def run_checks(settings: Settings) -> Iterator[Check]:
@@ -37,6 +50,20 @@ def run_checks(settings: Settings) -> Iterator[Check]:
 
 
 def _configuration(settings: Settings) -> Iterator[Check]:
+    # Weak secrets and stale variables (every process refuses to start on one): variable -> what is wrong.
+    refused: dict[str, list[str]] = {}
+    for name, message in settings.problems():
+        refused.setdefault(name, []).append(_detail(name, message))
+
+    def refusal(name: str) -> Check | None:
+        details = refused.pop(name, None)
+        if details is None:
+            return None
+        hint = "" if name in STALE_VARIABLES else f" ({GENERATE_HINT})"
+        return Check(name, "fail", "; ".join(details) + hint)
+
+    for name in settings.stale_variables:
+        yield refusal(name) or Check(name, "fail", "no longer supported")
     required = {
         "MEETERGO_WEBHOOK_TOKENS": bool(settings.webhook_tokens),
         "SECRET_KEY": bool(settings.secret_key),
@@ -44,18 +71,30 @@ def _configuration(settings: Settings) -> Iterator[Check]:
         "NEETOCAL_API_URL, NEETOCAL_API_KEY": settings.neetocal_configured,
     }
     for name, present in required.items():
-        yield Check(name, "ok" if present else "fail", "set" if present else "not set")
-    yield Check("ADMIN_TOKEN", "ok" if settings.admin_token else "warn",
-                "set" if settings.admin_token else "not set: /api/* answers 404")
+        yield refusal(name) or Check(name, "ok" if present else "fail", "set" if present else "not set")
+    if settings.secret_key_fallbacks:
+        yield refusal("SECRET_KEY_FALLBACKS") or Check("SECRET_KEY_FALLBACKS", "ok",
+                                                       f"{len(settings.secret_key_fallbacks)} earlier key(s)")
+    yield refusal("ADMIN_TOKEN") or Check("ADMIN_TOKEN", "ok" if settings.admin_token else "warn",
+                                          "set" if settings.admin_token else "not set: /api/* answers 404")
+    for name in list(refused):  # any the configuration learns to refuse later
+        check = refusal(name)
+        if check:
+            yield check
     yield Check("MEETERGO_API_KEY", "ok" if settings.meetergo_api_key else "warn",
                 "set" if settings.meetergo_api_key else "not set: no read-back, no reconciliation of lost webhooks")
+
+
+def _detail(name: str, message: str) -> str:
+    """A configuration message without the variable's name in front (the check line names it)."""
+    return message[len(name):].lstrip() if message.startswith(name + " ") else message
 
 
 def _redis(services: Services) -> Iterator[Check]:
     try:
         services.redis.ping()
     except redis.RedisError as error:
-        yield Check("Redis", "fail", f"{services.settings.redis_url} does not answer: {error}")
+        yield Check("Redis", "fail", f"{mask_url(services.settings.redis_url)} does not answer: {error}")
         return False
     yield Check("Redis", "ok", "answers")
     for problem in check_redis(services.redis):

@@ -15,18 +15,27 @@ import sys
 import traceback
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pythonjsonlogger.json import JsonFormatter
 
 REDACTED = "<redacted>"
+MASK = "***"  # a URL's password, as mask_url prints it
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # A Zoom start_url (its zak token logs the holder in as host), whole.
     (re.compile(r"https?://[^\s\"'<>]*?(?:/s/\d+|[?&]zak=)[^\s\"'<>]*"), "<start_url redacted>"),
     # Host links: the signature is what makes them work.
-    (re.compile(r"(/h/[^/\s\"'?]+/)[A-Za-z0-9_-]+"), r"\1" + REDACTED),
-    # Secrets in query strings, e.g. the webhook's ?token=.
-    (re.compile(r"(?i)([?&;](?:token|zak|access_token|api_key|apikey|key|secret|signature)=)[^&\s\"'<>]+"),
+    (re.compile(r"(/h/[^/\s\"'?]+/)[A-Za-z0-9_.-]+"), r"\1" + REDACTED),
+    # Host pages and calendar feeds: the token is the credential.
+    (re.compile(r"(/hosts/)[A-Za-z0-9_.-]+"), r"\1" + REDACTED),
+    # Secrets in query strings, e.g. the webhook's ?token=, also percent-encoded (a URL inside a URL:
+    # %3Ftoken%3D..., %26token%3D..., once or more: %253F...). The value runs to a plain & or the end of the
+    # URL, %XX escapes and all: inside an encoded query, even an encoded %26 may belong to it.
+    (re.compile(r"(?i)((?:[?&;]|%(?:25)*(?:3F|26|3B))(?:token|zak|access_token|api_key|apikey|key|secret|signature)"
+                r"(?:=|%(?:25)*3D))[^&\s\"'<>]+"),
      r"\1" + REDACTED),
+    # The password in a URL's userinfo: redis://user:password@host, rediss://:password@host (any scheme).
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/?#@\s\"'<>]*:)[^/?#\s\"'<>]*@"), r"\1" + MASK + "@"),
     # Authorization headers.
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=:-]{6,}"), r"\1 " + REDACTED),
     # key: value / "key": "value" pairs of credential-bearing fields.
@@ -58,6 +67,18 @@ def redact(text: str) -> str:
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+def mask_url(url: str) -> str:
+    """A URL fit to print: its password masked (redis://user:***@host:6379/0), also one passed as ?password=."""
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        user, colon, _password = userinfo.partition(":")
+        if colon:
+            parts = parts._replace(netloc=f"{user}:{MASK}@{hostport}")
+    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2" + MASK, parts.query)
+    return urlunsplit(parts._replace(query=query))
 
 
 class RedactSecrets(logging.Filter):

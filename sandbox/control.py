@@ -124,7 +124,24 @@ SHARED_CONFIG: Mapping[str, ConfigKey] = {
     "fault_after_commit_rate": ConfigKey(0.5, number(0, 1)),
     # Seeds the fault dice so a test with 0 < fault_rate < 1 sees the same sequence every run.
     "seed": ConfigKey(None, integer(nullable=True)),
+    # Faults aimed at named calls, for tests of one recovery path: each item is
+    # {"method": "POST", "path": "/meetings", "kind": "reset", "after_commit": true, "times": 1};
+    # `path` matches as a substring, `times` counts down to 0. "reset" after commit applies the request and
+    # drops the connection: the client cannot tell whether it happened.
+    "scripted_faults": ConfigKey([], lambda value: _check_scripted(value)),
 }
+
+
+def _check_scripted(value: Any) -> str | None:
+    if not isinstance(value, list):
+        return "must be a list of objects"
+    for item in value:
+        if not isinstance(item, dict) or not isinstance(item.get("method"), str) or not isinstance(
+                item.get("path"), str) or item.get("kind") not in FAULT_KINDS:
+            return f"each item needs method, path and a kind among {list(FAULT_KINDS)}"
+        if not isinstance(item.get("times", 1), int) or not isinstance(item.get("after_commit", False), bool):
+            return "times must be an integer and after_commit true or false"
+    return None
 
 
 class ConfigError(ValueError):
@@ -323,10 +340,19 @@ class SandboxControl:
             state = self._state
             entry["seq"] = next(state.seq)
             state.log.append(entry)
-            fault, after_commit = self._roll_fault(state, mutating=request.method in _MUTATING_METHODS)
+            fault, after_commit = self._scripted_fault(state) or self._roll_fault(
+                state, mutating=request.method in _MUTATING_METHODS)
             entry["fault"] = fault
             call = _Call(entry=entry, fault=fault, after_commit=after_commit)
             return call, state.config["latency_ms"], state.release
+
+    @staticmethod
+    def _scripted_fault(state: _State) -> tuple[str, bool] | None:
+        for item in state.config["scripted_faults"]:
+            if item.get("times", 1) > 0 and item["method"] == request.method and item["path"] in request.path:
+                item["times"] = item.get("times", 1) - 1
+                return item["kind"], bool(item.get("after_commit")) and request.method in _MUTATING_METHODS
+        return None
 
     @staticmethod
     def _roll_fault(state: _State, *, mutating: bool) -> tuple[str | None, bool]:
@@ -363,6 +389,8 @@ def _describe_request() -> dict[str, Any]:
         "at": iso_millis(utcnow()),
         "method": request.method,
         "path": request.path,
+        # As sent, before percent-decoding: shows whether a client encoded what it put in the path.
+        "raw_path": (request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or "").split("?", 1)[0],
         "query": request.args.to_dict(),
         "headers": {
             name.lower(): (REDACTED if name.lower() in _REDACTED_HEADERS else value)

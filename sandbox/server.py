@@ -97,4 +97,6 @@ def service_env(zoom_url: str, neetocal_url: str, meetergo_url: str) -> dict[str
         # meetergo serves REST under /v4 and webhook management under /webhooks: the base is the root.
         "MEETERGO_API_URL": meetergo_url,
         "MEETERGO_API_KEY": meetergo.DEFAULT_API_KEY,
+        # The simulator's start_urls live on its own domain; the host link redirects only to allowed ones.
+        "ZOOM_START_URL_DOMAINS": zoom.PUBLIC_URL.removeprefix("https://"),
     }

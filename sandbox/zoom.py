@@ -97,6 +97,8 @@ CONFIG_KEYS: dict[str, ConfigKey] = {
     "custcreate_users": ConfigKey([], string_list()),
     "start_url_expiry_readable": ConfigKey(True, boolean()),
     "host_daily_limit": ConfigKey(100, integer(minimum=0)),
+    # How the per-host daily cap is answered: the 429 seen in practice, or the HTTP 300 the OpenAPI spec files.
+    "host_daily_limit_form": ConfigKey("429", text(("429", "300"))),
     "known_users": ConfigKey(None, string_list(nullable=True)),
     "rate_limits_per_second": ConfigKey({LIGHT: None, MEDIUM: None}, any_object(), fields=_RATE_LIMIT_FIELDS),
 }
@@ -274,8 +276,8 @@ class ZoomSimulator:
         self.control.install(app)
         routes: list[tuple[str, str, Callable[..., Response], list[str]]] = [
             ("/oauth/token", "token", self.issue_token, ["POST"]),
-            ("/v2/users/<user_id>/meetings", "create_meeting", self.create_meeting, ["POST"]),
-            ("/v2/users/<user_id>/meetings", "list_meetings", self.list_meetings, ["GET"]),
+            ("/v2/users/<path:user_id>/meetings", "create_meeting", self.create_meeting, ["POST"]),
+            ("/v2/users/<path:user_id>/meetings", "list_meetings", self.list_meetings, ["GET"]),
             ("/v2/meetings/<meeting_id>", "get_meeting", self.get_meeting, ["GET"]),
             ("/v2/meetings/<meeting_id>", "update_meeting", self.update_meeting, ["PATCH"]),
             ("/v2/meetings/<meeting_id>", "delete_meeting", self.delete_meeting, ["DELETE"]),
@@ -491,6 +493,10 @@ class ZoomSimulator:
                 f"You have exceeded the daily rate limit ({limit}) of Meeting Create/Update API requests "
                 "permitted for this particular user. You may resume these requests at GMT 00:00:00."
             )
+            if self.control.get("host_daily_limit_form") == "300":
+                # The spec's own form (POST /users/{userId}/meetings and PATCH /meetings/{meetingId}, HTTP 300).
+                return _zoom_error(300, 300, f"A maximum of {limit} meetings can be created/updated for a single "
+                                             "user in one day.")
             # Deliberately no Retry-After: it has been seen absent on this 429.
             headers = {"X-RateLimit-Type": "Daily-limit", "X-RateLimit-Category": "Medium"}
             return _zoom_error(429, 429, message, headers)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 EventKind = Literal["booking_created", "booking_rescheduled", "booking_cancelled", "readback"]
 ACTIONABLE_EVENTS: tuple[EventKind, ...] = ("booking_created", "booking_rescheduled", "booking_cancelled")
+# How far ahead of our clock a sender's timestamp may be before it is cut back to it.
+CLOCK_SKEW = timedelta(minutes=2)
 # meetergo's documented event types that the service receives but does not act on.
 IGNORED_EVENTS = ("new_employee", "form_submission")
 
@@ -52,10 +54,22 @@ class AppointmentEvent:
     meeting_type: MeetingType | None = None
     cancelled: bool = False
     cancel_reason: str | None = None
+    # When the service learned of it (the intake's clock): not part of the event's identity, so a repeated
+    # delivery is still a duplicate. It bounds `occurred_at`, which the sender controls.
+    received_at: datetime | None = None
 
     def fingerprint(self) -> str:
         """Identical for every delivery of the same event (meetergo sends no delivery id)."""
-        return fingerprint_of(self.to_json())
+        identity = {k: v for k, v in self.to_dict().items() if k != "received_at"}
+        return fingerprint_of(json.dumps(identity, sort_keys=True, separators=(",", ":")))
+
+    @property
+    def effective_at(self) -> datetime | None:
+        """meetergo's time of the change, but never later than shortly after it reached us: a payload dated
+        in 2099 cannot outrank every later event and read-back."""
+        if self.occurred_at is None or self.received_at is None:
+            return self.occurred_at
+        return min(self.occurred_at, self.received_at + CLOCK_SKEW)
 
     def to_json(self) -> str:
         """The stored form: canonical JSON (sorted keys), so equal events serialize to equal text."""
@@ -73,6 +87,7 @@ class AppointmentEvent:
             "meeting_type": vars(self.meeting_type) if self.meeting_type else None,
             "cancelled": self.cancelled,
             "cancel_reason": self.cancel_reason,
+            "received_at": _iso(self.received_at),
         }
 
     @classmethod
@@ -89,6 +104,7 @@ class AppointmentEvent:
             meeting_type=MeetingType(**meeting_type) if meeting_type else None,
             cancelled=bool(data.get("cancelled")),
             cancel_reason=data.get("cancel_reason"),
+            received_at=_parse(data.get("received_at")),
         )
 
 

@@ -8,10 +8,12 @@ Both documented envelopes are accepted: the current flat `{"webhookType": ..., <
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import available_timezones
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validates_schema
 from marshmallow.validate import Length, Regexp
@@ -30,14 +32,22 @@ EARLIEST_YEAR = 2000
 LATEST_YEAR = 2100
 LONGEST_APPOINTMENT = timedelta(hours=24)
 # Appointment ids end up in Redis keys and host-link paths: meetergo's are UUIDs, anything exotic is refused.
-APPOINTMENT_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$"
+# `\Z`, not `$`: `$` also matches before a trailing newline, which would let "id\n" through.
+APPOINTMENT_ID = r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}\Z"
+LONGEST_TIME_ZONE_NAME = 64
+
+
+@lru_cache(maxsize=1)
+def known_time_zones() -> frozenset[str]:
+    return frozenset(available_timezones())
 
 
 def validate_timezone(name: str) -> None:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValidationError(f"Unknown time zone {name!r}; use an IANA name such as Europe/Berlin.") from None
+    # A name is looked up in the list, never opened as a path: "Europe" or "America/Argentina" are directories
+    # of the tz database, and a long or odd string makes the filesystem raise, not ZoneInfo.
+    if len(name) > LONGEST_TIME_ZONE_NAME or name not in known_time_zones():
+        shown = name if len(name) <= LONGEST_TIME_ZONE_NAME else name[:LONGEST_TIME_ZONE_NAME] + "…"
+        raise ValidationError(f"Unknown time zone {shown!r}; use an IANA name such as Europe/Berlin.")
 
 
 def validate_year(value: datetime) -> None:
@@ -214,8 +224,8 @@ class Delivery:
     event: AppointmentEvent | None  # None for event types the service does not act on
 
 
-def parse_delivery(body: Any) -> Delivery:
-    """Validate one webhook body (either envelope) into a `Delivery`."""
+def parse_delivery(body: Any, received_at: datetime | None = None) -> Delivery:
+    """Validate one webhook body (either envelope) into a `Delivery`, stamped with when it arrived."""
     if not isinstance(body, dict):
         raise ValidationError({"_schema": ["Expected a JSON object."]})
     kind = body.get("webhookType") or body.get("event")
@@ -231,7 +241,8 @@ def parse_delivery(body: Any) -> Delivery:
         raise ValidationError({"webhookType": [
             f"Unknown event type {shown!r}; expected one of {', '.join(ALL_EVENT_TYPES)}."]})
     payload = body["data"] if isinstance(body.get("data"), dict) else body
-    return Delivery(kind=kind, event=schema.load(payload))
+    event = schema.load(payload)
+    return Delivery(kind=kind, event=dataclasses.replace(event, received_at=received_at) if received_at else event)
 
 
 class ReadbackSchema(AppointmentSchema):
@@ -265,6 +276,7 @@ def readback_event(data: dict[str, Any], hosts: tuple[Host, ...], read_at: datet
         kind="readback",
         appointment_id=data["id"],
         occurred_at=read_at,
+        received_at=read_at,
         start=data.get("start"),
         end=data.get("end"),
         hosts=hosts or tuple(data.get("hosts") or ()),

@@ -19,6 +19,25 @@ def zoom_time(value: datetime) -> str:
     return value.astimezone(UTC).strftime(ZOOM_TIME_FORMAT)
 
 
+def agenda_marker(appointment_id: str) -> str:
+    """The agenda's last line: it ties a Zoom meeting to its appointment, for finding it after a lost answer."""
+    return f"[meetbridge:{appointment_id}]"
+
+
+def carries_marker(agenda: str | None, appointment_id: str) -> bool:
+    """Whether the agenda's last line is exactly this appointment's marker (ids that are prefixes of each other
+    do not match, and text written above it cannot be taken for it). Meetings made by earlier versions end in
+    "(meetergo appointment <id>)." instead."""
+    lines = (agenda or "").rstrip().splitlines()
+    last = lines[-1] if lines else ""
+    return last == agenda_marker(appointment_id) or last.endswith(f"(meetergo appointment {appointment_id}).")
+
+
+def one_line(text: str) -> str:
+    """Text from outside (an attendee's name) as one line: it cannot add a line of its own to the agenda."""
+    return " ".join(text.split())
+
+
 @dataclass(frozen=True)
 class MeetingSpec:
     """The meeting meetbridge wants Zoom to hold for one appointment."""

@@ -50,3 +50,30 @@ ensure_redis() {
   echo "redis-server did not come up; see var/redis/redis.log" >&2
   exit 1
 }
+
+# ensure_browser: the host page's browser test drives Debian's chromium (Playwright's own browser download does
+# not work on these machines). Installed quietly when missing and this runs as root (or sudo can); otherwise
+# says how. The test fails under CI without it and skips elsewhere.
+ensure_browser() {
+  if command -v chromium >/dev/null; then
+    return
+  fi
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+      sudo="sudo -n"
+    else
+      echo "chromium is not installed: the browser test needs it (as root: apt-get install -y chromium)" >&2
+      return
+    fi
+  fi
+  if ! command -v apt-get >/dev/null; then
+    echo "chromium is not installed and there is no apt-get here: install chromium to run the browser test" >&2
+    return
+  fi
+  echo "Installing chromium for the browser test (apt-get)" >&2
+  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium; } \
+      >/dev/null 2>&1; then
+    echo "apt-get could not install chromium: the browser test needs it (apt-get install -y chromium)" >&2
+  fi
+}

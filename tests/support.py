@@ -261,10 +261,12 @@ def free_port() -> int:
 class RedisServer:
     """A Redis of the test's own (with AOF), so a test can stop and restart it."""
 
-    def __init__(self, directory: Path, appendonly: bool = True) -> None:
+    def __init__(self, directory: Path, appendonly: bool = True, appendfsync: str = "everysec") -> None:
+        # everysec, as the README tells operators to run it: a crash may lose the last second of writes.
         self.directory = directory
         self.port = free_port()
         self.appendonly = appendonly
+        self.appendfsync = appendfsync
         self.popen: subprocess.Popen[bytes] | None = None
 
     @property
@@ -277,7 +279,7 @@ class RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.popen = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always", "--save", "",
+             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.appendfsync, "--save", "",
              "--maxmemory-policy", "noeviction"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         client = redis.Redis(port=self.port)

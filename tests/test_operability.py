@@ -35,7 +35,7 @@ def full_lifecycle(stack: Stack, sims: Sims) -> tuple[dict, dict]:
     appt = appointment()
     assert stack.deliver(meetergo_sim.booking_created(appt)).status_code == 202
     view = stack.wait_for_status(appt["id"], "synced")
-    opened = stack.http.get(stack.web_url + urlsplit(view["host_link"]).path, follow_redirects=False)
+    opened = stack.http.post(stack.web_url + urlsplit(view["host_link"]).path, follow_redirects=False)
     assert opened.status_code == 302
     later = moved(appt, future_start(days=6, hour=12))
     stack.deliver(meetergo_sim.booking_rescheduled(later, appt["start"]))
@@ -59,7 +59,8 @@ def test_no_secret_reaches_any_log_line(make_stack, sims: Sims, redis_client: re
         "zoom client secret": stack.env["ZOOM_CLIENT_SECRET"],
         "neetocal api key": stack.env["NEETOCAL_API_KEY"],
         "zoom access token": json.loads(redis_client.get(KEYS.zoom_token))["access_token"],
-        "host link signature": view["host_link"].rsplit("/", 1)[1],
+        "host link token": view["host_link"].rsplit("/", 1)[1],
+        "host link signature": view["host_link"].rsplit(".", 1)[1],
         "meetergo appointment secret": appt["secret"],
     }
     for n, issued in enumerate(sims.get("zoom", "start_urls")["start_urls"]):

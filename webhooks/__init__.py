@@ -30,9 +30,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.config.from_mapping(MAX_CONTENT_LENGTH=MAX_WEBHOOK_BODY_BYTES + 1)
     app.extensions["meetbridge"] = services or build_services(settings)
 
-    from webhooks import admin, health, host_links, meetergo, openapi
+    from webhooks import admin, health, host_links, host_pages, meetergo, openapi
 
-    for module in (meetergo, admin, host_links, health, openapi):
+    for module in (meetergo, admin, host_links, host_pages, health, openapi):
         app.register_blueprint(module.bp)
 
     @app.errorhandler(HTTPException)

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, jsonify, request
 
+from workers.host_pages import HostPages, normalize_email
 from workers.operations import appointment_view, replay
 
 bp = Blueprint("admin", __name__, url_prefix="/api")
@@ -36,3 +37,13 @@ def replay_one(appointment_id: str) -> Any:
     if not replay(current_app.extensions["meetbridge"], appointment_id):
         return jsonify(error=f"no appointment {appointment_id}"), 404
     return jsonify(status="queued", appointment_id=appointment_id), 202
+
+
+@bp.get("/hosts/<email>/page")
+def host_page(email: str) -> Any:
+    """The host's private page and calendar links (bearer links: hand them to the host alone)."""
+    try:
+        email = normalize_email(email)
+    except ValueError as error:
+        return jsonify(error=str(error)), 400
+    return jsonify(HostPages(current_app.extensions["meetbridge"]).page_links(email).as_dict())

@@ -1,46 +1,82 @@
-"""`GET /h/<appointment_id>/<signature>`: the host's stable link, redirected to a valid Zoom start_url."""
+"""`<PUBLIC_URL>/h/<appointment_id>/<token>`: the host's link to start their Zoom meeting.
+
+`GET` answers a small page with a "Start the meeting as host" button; only the button's `POST` redirects to
+the start_url. Mail scanners and chat previews fetch every link they see (some in a sandbox browser), so a
+`GET` must never hand out the start_url, which logs its holder in as host.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, redirect
+from flask import Blueprint, current_app, redirect, render_template
 
 from workers.clients.errors import APIError
-from workers.host_links import PATH_PREFIX, is_valid
+from workers.host_links import PATH_PREFIX, LinkRefused, check_still_open, is_zoom_start_url, read_claims
 from workers.start_urls import StartUrls
+from workers.state import AppointmentRecord
 
 bp = Blueprint("host_links", __name__)
+ROUTE = f"{PATH_PREFIX}/<appointment_id>/<token>"
 
 
-def _no_store(response: Any) -> Any:
-    # The redirect target logs its holder in as host: keep it out of caches and Referer headers.
+def _private(response: Any) -> Any:
+    # The page and the redirect concern a host credential: keep them out of caches, Referer headers and indexes.
     response.headers["Cache-Control"] = "no-store"
     response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Robots-Tag"] = "noindex, nofollow"
     return response
 
 
-@bp.get(f"{PATH_PREFIX}/<appointment_id>/<signature>")
-def open_host_link(appointment_id: str, signature: str) -> Any:
+def _page(status: int, title: str, message: str, *, can_start: bool = False,
+          retry_after: int | None = None) -> Any:
+    response = current_app.make_response(
+        (render_template("host_link.html", title=title, message=message, can_start=can_start), status))
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return _private(response)
+
+
+def _open(appointment_id: str, token: str) -> AppointmentRecord:
     services = current_app.extensions["meetbridge"]
-    secret_key = services.settings.secret_key
-    if not secret_key or not is_valid(secret_key, appointment_id, signature):
-        return jsonify(error="this link is not valid"), 403
+    claims = read_claims(services.settings, appointment_id, token)
     record = services.store.load(appointment_id)
     if record is None:
-        return jsonify(error="no such appointment"), 404
-    if record.status == "cancelled":
-        return jsonify(error="this appointment was cancelled"), 410
+        raise LinkRefused(404, "there is no such appointment")
+    check_still_open(services.settings, claims, record)
+    return record
+
+
+def _refused(error: LinkRefused) -> Any:
+    titles = {403: "This link is not valid", 404: "Unknown meeting", 410: "This link no longer works"}
+    return _page(error.status, titles.get(error.status, "This link does not work"), error.reason)
+
+
+@bp.get(ROUTE)
+def show_start_page(appointment_id: str, token: str) -> Any:
+    try:
+        record = _open(appointment_id, token)
+    except LinkRefused as error:
+        return _refused(error)
+    when = (record.zoom_start or "").replace("T", " ").replace("Z", " UTC")
+    topic = record.zoom_topic or "Your meeting"
+    return _page(200, "Start your Zoom meeting", f"{topic}, {when}".rstrip(", "), can_start=True)
+
+
+@bp.post(ROUTE)
+def start_meeting(appointment_id: str, token: str) -> Any:
+    try:
+        _open(appointment_id, token)
+    except LinkRefused as error:
+        return _refused(error)
+    services = current_app.extensions["meetbridge"]
     try:
         found = StartUrls(services).valid_start_url(appointment_id)
     except APIError as error:
         current_app.logger.warning("host link for %s: Zoom did not give a start_url: %s", appointment_id, error)
-        response = jsonify(error="Zoom did not answer in time; try the link again in a moment")
-        response.headers["Retry-After"] = "5"
-        return response, 503
-    if found is None:
-        response = jsonify(error="the Zoom meeting is still being set up; try again in a moment")
-        response.headers["Retry-After"] = "10"
-        return response, 503
-    start_url, _ = found
-    return _no_store(redirect(start_url, 302))
+        found = None
+    start_url = found[0] if found else None
+    if not is_zoom_start_url(services.settings, start_url):
+        return _page(503, "The meeting cannot be started just now",
+                     "Zoom did not give us a way to start it yet. Try again in a minute.", retry_after=30)
+    return _private(redirect(start_url, 302))

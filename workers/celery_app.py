@@ -8,12 +8,13 @@ every task is idempotent, so a second delivery is harmless.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, signals
 
 from meetbridge import logs
-from meetbridge.config import Settings, get_settings
+from meetbridge.config import ConfigError, Settings, get_settings
 from workers.queue import QUEUE
 
 log = logging.getLogger(__name__)
@@ -24,14 +25,18 @@ app = Celery("meetbridge", include=["workers.tasks"])
 def celery_config(settings: Settings) -> dict[str, Any]:
     schedule: dict[str, Any] = {
         "sweep-schedules": {"task": "meetbridge.sweep", "schedule": settings.refresh_sweep_seconds},
+        # Retries wait in Redis, not in worker memory: picked up within a couple of seconds of being due.
+        "sweep-deferred": {"task": "meetbridge.sweep_deferred", "schedule": 2.0},
     }
     if settings.meetergo_readback:
         schedule["reconcile-meetergo"] = {"task": "meetbridge.reconcile", "schedule": settings.reconcile_seconds}
     return {
         "broker_url": settings.redis_url,
         "broker_transport_options": {
-            # A task not acknowledged this long after delivery (its worker died) goes back to the queue.
-            # Must exceed the longest retry countdown (RETRY_MAX_DELAY_SECONDS).
+            # A task not acknowledged this long after delivery (its worker died) goes back to the queue. This
+            # bounds the recovery after a crash, so it is short: no worker holds a message for long (retries
+            # longer than a third of it wait in Redis's deferred schedule); a task that does run longer is
+            # delivered again and finds its appointment's lock held, which is harmless.
             "visibility_timeout": settings.broker_visibility_timeout_seconds,
             # Look for such tasks often enough that one is redelivered soon after its timeout, not up to
             # 100 s later (kombu's default: a scan on every 10th check, every 10 s).
@@ -59,23 +64,49 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+class RefusesToStart(SystemExit):
+    """A configuration this process cannot run with: it exits non-zero with the reason (naming the variable),
+    not a traceback. A SystemExit, so that celery's signal dispatch, which logs and swallows Exceptions, lets
+    it through."""
+
+
+def _settings(check: Callable[[Settings], None] | None = None) -> Settings:
+    """This process's settings. Weak secrets and stale variables are refused whichever command this is
+    (Settings.from_env); `check` is what this process needs beyond that (Settings.require_worker)."""
+    try:
+        settings = get_settings()
+        if check:
+            check(settings)
+    except ConfigError as error:
+        raise RefusesToStart(f"meetbridge refuses to start: {error}") from None
+    return settings
+
+
 @app.on_configure.connect
 def _configure(sender: Celery, **_: Any) -> None:
-    sender.conf.update(celery_config(get_settings()))
+    sender.conf.update(celery_config(_settings()))
 
 
 @signals.setup_logging.connect
 def _setup_logging(**_: Any) -> None:
-    settings = get_settings()
+    settings = _settings()
     logs.configure(settings.log_level, settings.log_format, settings.secrets())
 
 
 @signals.worker_init.connect
+def _check_worker(**_: Any) -> None:
+    _check_redis(_settings(Settings.require_worker))  # the worker signs host links: it needs SECRET_KEY
+
+
 @signals.beat_init.connect
-def _check_redis(**_: Any) -> None:
+def _check_beat(**_: Any) -> None:
+    _check_redis(_settings(Settings.validate))  # beat signs nothing: it needs no SECRET_KEY, refuses a weak one
+
+
+def _check_redis(settings: Settings) -> None:
     from workers.durability import require_safe_redis
 
-    require_safe_redis(get_settings())
+    require_safe_redis(settings)
 
 
 @signals.task_prerun.connect

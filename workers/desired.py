@@ -18,7 +18,7 @@ _KIND_RANK = {"booking_created": 0, "booking_rescheduled": 1, "booking_cancelled
 
 
 def _order(event: AppointmentEvent) -> tuple[datetime, int]:
-    return event.occurred_at or _EPOCH, _KIND_RANK[event.kind]
+    return event.effective_at or _EPOCH, _KIND_RANK[event.kind]
 
 
 @dataclass(frozen=True)

@@ -94,11 +94,11 @@ class HostDailyQuota:
         if int(self._spend(keys=[key], args=[self.limit, 2 * 24 * 3600])) < 0:
             raise self._exhausted(host, now, "spent by meetbridge")
 
-    def exhaust(self, host: str) -> DailyLimitReached:
+    def exhaust(self, host: str, zoom_status: int | None) -> DailyLimitReached:
         """Zoom said the host's budget is gone (another app spent it): stop asking until it resets."""
         now = datetime.now(UTC)
         self.client.set(KEYS.host_daily(host, now.strftime("%Y%m%d")), self.limit, ex=2 * 24 * 3600)
-        return self._exhausted(host, now, "Zoom answered 429")
+        return self._exhausted(host, now, f"Zoom answered {zoom_status}")
 
     def used(self, host: str) -> int:
         key = KEYS.host_daily(host, datetime.now(UTC).strftime("%Y%m%d"))

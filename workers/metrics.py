@@ -26,6 +26,9 @@ DESCRIPTIONS = {
     "meetbridge_deliveries_total": "Webhook deliveries by how they were answered.",
     "meetbridge_syncs_total": "Appointment syncs by outcome.",
     "meetbridge_retries_total": "Sync attempts scheduled again after a transient failure.",
+    "meetbridge_reconcile_errors_total": "Reconciliation steps that failed (users, listing, one appointment).",
+    "meetbridge_lookups_total": "Look-ups for a write whose answer an earlier attempt lost, by step.",
+    "meetbridge_drift_healed_total": "Zoom meetings found deleted or changed in Zoom and put back, by kind.",
     "meetbridge_api_requests_total": "Calls to Zoom, NeetoCal and meetergo by service, operation and HTTP status.",
     "meetbridge_api_request_seconds": "Latency of calls to Zoom, NeetoCal and meetergo.",
     "meetbridge_start_url_refreshes_total": "start_url refreshes by outcome.",
@@ -97,6 +100,7 @@ class RedisCollector(Collector):
 
         now = time.time()
         earliest = self.store.refresh.earliest()
+        oldest_pending = self.store.oldest_pending()
         gauges = {
             "meetbridge_queue_depth": ("Sync and refresh tasks waiting in the broker queue.",
                                        client.llen(self.queue_key)),
@@ -105,7 +109,10 @@ class RedisCollector(Collector):
             "meetbridge_refresh_scheduled": ("Meetings whose start_url is kept fresh.", len(self.store.refresh)),
             "meetbridge_refresh_overdue_seconds": ("How far the oldest due start_url refresh is behind.",
                                                    max(0.0, now - earliest) if earliest else 0.0),
-            "meetbridge_deferred_syncs": ("Syncs parked until a quota resets.", len(self.store.deferred)),
+            "meetbridge_deferred_syncs": ("Syncs parked in Redis: retries and quota waits.", len(self.store.deferred)),
+            "meetbridge_oldest_pending_seconds": (
+                "Age of the oldest acknowledged delivery whose sync has not settled (retries included).",
+                max(0.0, now - oldest_pending) if oldest_pending else 0.0),
         }
         for name, (description, value) in gauges.items():
             yield GaugeMetricFamily(name, description, value=value)

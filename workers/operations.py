@@ -39,9 +39,18 @@ def appointment_view(services: Services, appointment_id: str) -> dict[str, Any] 
 
 
 def host_link_for(settings: Settings, record: AppointmentRecord) -> str | None:
-    if not settings.secret_key or not record.zoom_meeting_id:
+    """The host link that opens now (bound to the current host and link version), or None."""
+    if record.status == "cancelled":
         return None
-    return host_link(settings.public_url, settings.secret_key, record.appointment_id)
+    return host_link(settings, record)
+
+
+def revoke_host_link(services: Services, appointment_id: str) -> str | None:
+    """Kill the appointment's host link; returns its new one (None while there is nothing to start)."""
+    services.store.revoke_host_link(appointment_id)
+    services.store.note(appointment_id, "host_link_revoked", "by an operator")
+    record = services.store.load(appointment_id)
+    return host_link_for(services.settings, record) if record else None
 
 
 def replay(services: Services, appointment_id: str) -> bool:

@@ -17,7 +17,7 @@ from marshmallow import ValidationError
 
 from schemas.events import AppointmentEvent, Host
 from schemas.meetergo import ReadbackSchema, readback_event
-from workers.clients.errors import NotFound
+from workers.clients.errors import APIError, NotFound
 from workers.desired import fold
 from workers.services import Services
 from workers.state import KEYS
@@ -39,7 +39,13 @@ class HostDirectory:
         if self._known is None:
             self._known = self._cached()
         if not self._reloaded and any(host_id not in self._known for host_id in host_ids):
-            self._known, self._reloaded = self._reload(), True  # at most one reload of the users per directory
+            self._reloaded = True  # at most one reload of the users per directory, even when it fails
+            try:
+                self._known = self._reload()
+            except APIError as error:
+                # Hosts already cached still resolve; an appointment of an unknown host waits for the next run.
+                log.warning("could not read meetergo's users: %s", error)
+                self.services.metrics.count("meetbridge_reconcile_errors_total", reason="users")
         return tuple(Host(**self._known[host_id]) for host_id in host_ids if host_id in self._known)
 
     def _cached(self) -> dict[str, dict[str, Any]]:
@@ -83,21 +89,47 @@ def read_back(services: Services, appointment_id: str) -> AppointmentEvent | Non
 
 def reconcile(services: Services, enqueue: Callable[[list[str]], int], now: datetime | None = None) -> int:
     """Record what meetergo holds that the service has not seen or has out of date; returns how many
-    appointments were queued for a sync."""
+    appointments were queued for a sync. Each appointment is reconciled on its own: one that cannot be read
+    is counted in `meetbridge_reconcile_errors_total` and skipped, and what was found is queued even when the
+    listing breaks off."""
     now = now or datetime.now(UTC)
     stale: list[str] = []
     directory = HostDirectory(services)
-    for raw in services.meetergo.appointments():
-        event = to_event(directory, raw, now)
-        if event is None or event.end is None or event.end <= now:
-            continue  # an appointment that is over needs no meeting
-        known = services.store.events(event.appointment_id)
-        if _same_appointment(fold(known), fold([*known, event])):
-            continue
-        services.store.add_event(event)
-        services.store.note(event.appointment_id, "reconciled", "meetergo holds a newer state of this appointment")
-        stale.append(event.appointment_id)
+    try:
+        for raw in services.meetergo.appointments():
+            try:
+                found = reconcile_one(services, directory, raw, now)
+                if found:
+                    stale.append(found)
+            except (APIError, ValidationError, ValueError, TypeError, KeyError) as error:
+                log.warning("could not reconcile meetergo appointment %r: %s", _id_of(raw), error)
+                services.metrics.count("meetbridge_reconcile_errors_total", reason="appointment")
+    except APIError as error:
+        log.warning("meetergo's appointment list broke off: %s", error)
+        services.metrics.count("meetbridge_reconcile_errors_total", reason="listing")
     return enqueue(stale) if stale else 0
+
+
+def reconcile_one(services: Services, directory: HostDirectory, raw: Any, now: datetime) -> str | None:
+    """Record meetergo's view of one appointment if it differs from the service's; returns its id if it did."""
+    if not isinstance(raw, dict):
+        raise TypeError(f"an appointment is a JSON object, not {type(raw).__name__}")
+    event = to_event(directory, raw, now)
+    if event is None:
+        services.metrics.count("meetbridge_reconcile_errors_total", reason="unreadable")
+        return None
+    if event.end is None or event.end <= now:
+        return None  # an appointment that is over needs no meeting
+    known = services.store.events(event.appointment_id)
+    if _same_appointment(fold(known), fold([*known, event])):
+        return None
+    services.store.add_event(event)
+    services.store.note(event.appointment_id, "reconciled", "meetergo holds a newer state of this appointment")
+    return event.appointment_id
+
+
+def _id_of(raw: Any) -> Any:
+    return raw.get("id") if isinstance(raw, dict) else None
 
 
 def _same_appointment(before: Any, after: Any) -> bool:

@@ -56,6 +56,22 @@ def ends_at(record: AppointmentRecord) -> float | None:
     return datetime.fromisoformat(record.ends_at).timestamp() if record.ends_at else None
 
 
+def drift(record: AppointmentRecord, meeting: ZoomMeeting) -> str | None:
+    """What differs between the meeting in Zoom and what the sync last applied, if anything."""
+    differences = []
+    if meeting.start_time and record.zoom_start and _utc(meeting.start_time) != _utc(record.zoom_start):
+        differences.append(f"start {meeting.start_time}")
+    if meeting.duration is not None and record.zoom_duration is not None and meeting.duration != record.zoom_duration:
+        differences.append(f"duration {meeting.duration} min")
+    if meeting.host_email and record.zoom_host and meeting.host_email.lower() != record.zoom_host.lower():
+        differences.append(f"host {meeting.host_email}")
+    return ", ".join(differences) or None
+
+
+def _utc(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+
+
 class StartUrls:
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -108,11 +124,12 @@ class StartUrls:
         try:
             meeting = self.services.zoom.get_meeting(record.zoom_meeting_id)
         except NotFound:
+            # meetergo is the source of truth: the sync this answer queues makes the meeting again.
             self.store.refresh.remove(appointment_id)
-            message = f"Zoom meeting {record.zoom_meeting_id} no longer exists (3001); replay to recreate it"
-            self.store.update(appointment_id, refresh_error=message)
-            self.store.note(appointment_id, "zoom_meeting_gone", message)
-            return "gone"
+            self.store.update(appointment_id, zoom_drift="gone", refresh_error=None)
+            self.store.note(appointment_id, "zoom_drift",
+                            f"meeting {record.zoom_meeting_id} was deleted in Zoom (3001); making it again")
+            return "drifted"
         except Exception as error:
             self.store.update(appointment_id, refresh_error=f"start_url refresh failed: {error}")
             raise
@@ -120,6 +137,13 @@ class StartUrls:
         lag = now - (expires_at - self.settings.start_url_refresh_lead_seconds)
         if not force and expires_at:
             self.services.metrics.observe("meetbridge_start_url_refresh_lag_seconds", max(0.0, lag))
+        changed = drift(record, meeting)
+        if changed:
+            # Someone moved it in Zoom: the sync this answer queues puts it back (a new host: a new meeting).
+            self.store.update(appointment_id, zoom_drift="changed", zoom_host=meeting.host_email or record.zoom_host)
+            self.store.note(appointment_id, "zoom_drift", f"meeting {meeting.id} was changed in Zoom ({changed}); "
+                                                          "putting it back")
+            return "drifted"
         return "refreshed"
 
     def valid_start_url(self, appointment_id: str) -> tuple[str, AppointmentRecord] | None:

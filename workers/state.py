@@ -18,31 +18,37 @@ from typing import Any
 
 import redis
 
-from schemas.events import AppointmentEvent, fingerprint_of
+from schemas.events import AppointmentEvent
 
 HISTORY_LENGTH = 50
 DELIVERY_DEDUPE_SECONDS = 7 * 24 * 3600
 
 
 class Keys:
+    """Key names. Each kind of per-appointment key has its own namespace, with the id last, so that no id can
+    name another appointment's key (an id `X:events` is `mb:appt:X:events`, never `X`'s events)."""
+
     prefix = "mb"
 
     def appointment(self, appointment_id: str) -> str:
         return f"{self.prefix}:appt:{appointment_id}"
 
     def events(self, appointment_id: str) -> str:
-        return f"{self.prefix}:appt:{appointment_id}:events"
+        return f"{self.prefix}:events:{appointment_id}"
 
     def history(self, appointment_id: str) -> str:
-        return f"{self.prefix}:appt:{appointment_id}:history"
+        return f"{self.prefix}:history:{appointment_id}"
 
     def lock(self, appointment_id: str) -> str:
-        return f"{self.prefix}:appt:{appointment_id}:lock"
+        return f"{self.prefix}:lock:{appointment_id}"
 
     def delivery(self, fingerprint: str) -> str:
         return f"{self.prefix}:delivery:{fingerprint}"
 
     appointments = f"{prefix}:appointments"  # zset: id -> first seen (epoch s), for listing
+    pending = f"{prefix}:pending"  # zset: id -> acknowledged and not yet settled since (epoch s)
+    redis_run_id = f"{prefix}:redis:run_id"  # the run_id of the Redis process that last checked in
+    redis_restarted_at = f"{prefix}:redis:restarted_at"  # when a process first saw another run_id (epoch s)
     dead_letter = f"{prefix}:dead"  # zset: id -> failed at (epoch s)
     refresh_schedule = f"{prefix}:schedule:refresh"  # zset: id -> start_url refresh due (epoch s)
     deferred_schedule = f"{prefix}:schedule:deferred"  # zset: id -> sync resumes at (epoch s)
@@ -59,6 +65,14 @@ class Keys:
 
     def neetocal_link(self, key: str) -> str:
         return f"{self.prefix}:neetocal:link:{key}"
+
+    def host_meetings(self, email: str) -> str:
+        """zset: appointment id -> when it may leave the host's page and feed (epoch s); see workers/host_pages."""
+        return f"{self.prefix}:hostidx:{email.strip().lower()}"
+
+    def host_page_version(self, email: str) -> str:
+        """The host's page link version: bumped to revoke every link handed out before."""
+        return f"{self.prefix}:hostpage:{email.strip().lower()}"
 
 
 KEYS = Keys()
@@ -91,12 +105,26 @@ class AppointmentRecord:
     zoom_start_url: str | None = None
     zoom_start_url_expires_at: float | None = None
     zoom_create_pending: str | None = None
+    zoom_update_pending: str | None = None
+    zoom_drift: str | None = None  # "gone" or "changed": found so in Zoom by the refresh; the sync heals it
     neetocal_booking_sid: str | None = None
     neetocal_meeting_slug: str | None = None
     neetocal_slot: str | None = None
     neetocal_join_url: str | None = None
     neetocal_create_pending: str | None = None
+    neetocal_reschedule_pending: str | None = None
+    host_link_version: int = 0  # bumped to revoke the appointment's host link
     refresh_error: str | None = None
+    sync_attempts: int = 0  # failed attempts in a row; the retry policy's count, kept across workers
+    # What the host's page and calendar feed show (workers/host_pages.py), written at the end of each sync.
+    page_host: str | None = None
+    page_start: str | None = None
+    page_end: str | None = None
+    page_status: str | None = None
+    page_sequence: int = 0
+    page_attendee: str | None = None
+    page_meeting_type: str | None = None
+    page_updated: str | None = None  # when any of these last changed (the feed's DTSTAMP)
 
     @classmethod
     def from_hash(cls, appointment_id: str, raw: dict[str, str]) -> AppointmentRecord:
@@ -107,7 +135,8 @@ class AppointmentRecord:
 
 
 _FIELD_NAMES = {f.name for f in fields(AppointmentRecord)} - {"appointment_id"}
-_NUMERIC_FIELDS: dict[str, type] = {"zoom_meeting_id": int, "zoom_duration": int, "zoom_start_url_expires_at": float}
+_NUMERIC_FIELDS: dict[str, type] = {"zoom_meeting_id": int, "zoom_duration": int, "zoom_start_url_expires_at": float,
+                                    "host_link_version": int, "page_sequence": int, "sync_attempts": int}
 
 
 # Records one accepted delivery and queues its sync in one round trip: a delivery is either a duplicate
@@ -125,6 +154,7 @@ redis.call('LPUSH', KEYS[4], ARGV[5])
 redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[10]) - 1)
 redis.call('LPUSH', KEYS[5], ARGV[8])
 redis.call('HINCRBY', KEYS[7], ARGV[11], 1)
+redis.call('ZADD', KEYS[8], 'NX', ARGV[7], ARGV[1])
 return 1
 """
 
@@ -147,6 +177,49 @@ for _, member in ipairs(due) do
 end
 return due
 """
+
+
+# Notes which Redis process (run_id) the service last saw; when it changed, Redis restarted or failed over.
+_CHECK_IN = """
+local known = redis.call('GET', KEYS[1])
+if known ~= ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1])
+  if known then redis.call('SET', KEYS[2], ARGV[2]) end
+end
+return redis.call('GET', KEYS[2])
+"""
+
+RESTART_CAREFUL_SECONDS = 900
+_EPOCH_CHECK_SECONDS = 5.0
+
+
+class RedisEpoch:
+    """Whether Redis restarted (or failed over) recently.
+
+    With `appendfsync everysec` a crash can lose the last second of writes, among them a sync's note that a
+    create was under way. For RESTART_CAREFUL_SECONDS after a new Redis process shows up, the sync therefore
+    looks for an earlier attempt's effect before every write the remote API cannot deduplicate, note or not.
+    Checked at most every few seconds per process: an INFO and one small script."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+        self._check_in = client.register_script(_CHECK_IN)
+        self._checked = float("-inf")
+        self._restarted_at: float | None = None
+
+    def check_again(self) -> None:
+        """Redis was out of reach: the next question asks it afresh (it may be a new process by then)."""
+        self._checked = float("-inf")
+
+    def recently_restarted(self) -> bool:
+        if time.monotonic() - self._checked >= _EPOCH_CHECK_SECONDS:
+            run_id = self.client.info("server")["run_id"]
+            found = self._check_in(keys=[self.keys.redis_run_id, self.keys.redis_restarted_at],
+                                   args=[run_id, time.time()])
+            self._restarted_at = float(found) if found else None
+            self._checked = time.monotonic()
+        return self._restarted_at is not None and time.time() - self._restarted_at < RESTART_CAREFUL_SECONDS
 
 
 class AppointmentBusy(Exception):
@@ -186,6 +259,7 @@ class Store:
         self.keys = keys
         self.refresh = Schedule(client, keys.refresh_schedule)
         self.deferred = Schedule(client, keys.deferred_schedule)
+        self.epoch = RedisEpoch(client, keys)
         self._record_delivery = client.register_script(_RECORD_DELIVERY)
         self._release_lock = client.register_script(_RELEASE_LOCK)
         self._extend_lock = client.register_script(_EXTEND_LOCK)
@@ -195,7 +269,7 @@ class Store:
         """Record `event` and queue `task_message` unless this exact event was seen before; True if recorded."""
         appointment_id = event.appointment_id
         stored = event.to_json()
-        fingerprint = fingerprint_of(stored)
+        fingerprint = event.fingerprint()
         now = time.time()
         recorded = self._record_delivery(
             keys=[
@@ -206,6 +280,7 @@ class Store:
                 queue,
                 self.keys.appointments,
                 self.keys.metrics,
+                self.keys.pending,
             ],
             args=[
                 appointment_id,
@@ -244,7 +319,7 @@ class Store:
         """Record knowledge that did not come through the webhook (read-back, reconciliation)."""
         with self.client.pipeline() as pipe:
             stored = event.to_json()
-            pipe.hset(self.keys.events(event.appointment_id), fingerprint_of(stored), stored)
+            pipe.hset(self.keys.events(event.appointment_id), event.fingerprint(), stored)
             pipe.hsetnx(self.keys.appointment(event.appointment_id), "created_at", now_iso())
             pipe.zadd(self.keys.appointments, {event.appointment_id: int(time.time())}, nx=True)
             pipe.execute()
@@ -266,6 +341,40 @@ class Store:
             pipe.lpush(self.keys.history(appointment_id), entry)
             pipe.ltrim(self.keys.history(appointment_id), 0, HISTORY_LENGTH - 1)
             pipe.execute()
+
+    def migrate_keys(self) -> int:
+        """Move events and history from the keys of earlier versions (`mb:appt:<id>:events`, `…:history`) to
+        their own namespaces; returns how many keys moved. Run once, with the workers stopped."""
+        moved = 0
+        for appointment_id in list(self.appointment_ids()):
+            for old, new in ((f"{self.keys.appointment(appointment_id)}:events", self.keys.events(appointment_id)),
+                             (f"{self.keys.appointment(appointment_id)}:history", self.keys.history(appointment_id))):
+                if self.client.exists(old) and not self.client.exists(new):
+                    self.client.rename(old, new)
+                    moved += 1
+        return moved
+
+    def mark_pending(self, appointment_ids: list[str]) -> None:
+        """These appointments have work queued: they count towards the oldest pending age until settled."""
+        if appointment_ids:
+            now = int(time.time())
+            self.client.zadd(self.keys.pending, {appointment_id: now for appointment_id in appointment_ids}, nx=True)
+
+    def settled(self, appointment_id: str) -> None:
+        """The appointment reached a state that needs no worker now (synced, cancelled, waiting, failed): it
+        leaves the pending set, and its retry count starts again."""
+        with self.client.pipeline() as pipe:
+            pipe.zrem(self.keys.pending, appointment_id)
+            pipe.hdel(self.keys.appointment(appointment_id), "sync_attempts")
+            pipe.execute()
+
+    def oldest_pending(self) -> float | None:
+        first = self.client.zrange(self.keys.pending, 0, 0, withscores=True)
+        return first[0][1] if first else None
+
+    def revoke_host_link(self, appointment_id: str) -> int:
+        """Make every host link handed out so far stop working; returns the new link version."""
+        return int(self.client.hincrby(self.keys.appointment(appointment_id), "host_link_version", 1))
 
     def mark_failed(self, appointment_id: str, error: str) -> None:
         with self.client.pipeline() as pipe:

@@ -14,39 +14,37 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from schemas.neetocal import BookingRequest, Link, LinkSpec
-from schemas.zoom import TOPIC_LIMIT, MeetingSpec, ZoomMeeting, zoom_time
+from schemas.neetocal import Booking, BookingRequest, Link, LinkSpec
+from schemas.zoom import TOPIC_LIMIT, MeetingSpec, ZoomMeeting, agenda_marker, one_line, zoom_time
 from workers.clients.errors import CannotSync, NotFound, ValidationFailed
 from workers.desired import Desired, fold, needs_confirmation
-from workers.host_links import host_link
+from workers.host_pages import HostPages
 from workers.readback import read_back
 from workers.services import Services
 from workers.start_urls import StartUrls
 from workers.state import KEYS, AppointmentRecord, Lease
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SPOT_TEXT = "Zoom: the join link is in your booking details."
-
-
-def agenda_marker(appointment_id: str) -> str:
-    return f"meetergo appointment {appointment_id}"
 
 
 def meeting_spec(desired: Desired) -> MeetingSpec:
     assert desired.start is not None
     kind = (desired.meeting_type.name if desired.meeting_type else None) or "Appointment"
     guest = desired.attendee.name or desired.attendee.email if desired.attendee else None
-    topic = f"{kind} with {guest}" if guest else kind
+    topic = one_line(f"{kind} with {guest}" if guest else kind)[:TOPIC_LIMIT]
     return MeetingSpec(
-        topic=topic[:TOPIC_LIMIT],
+        topic=topic,
         start_time=desired.start.astimezone(UTC),
         duration=desired.duration_minutes,
         timezone=desired.time_zone,
-        agenda=f"{topic}\n\nBooked in meetergo ({agenda_marker(desired.appointment_id)}).",
+        agenda=f"{topic}\n\nBooked in meetergo.\n{agenda_marker(desired.appointment_id)}",
         alternative_hosts=desired.alternative_hosts,
     )
 
@@ -96,6 +94,7 @@ class AppointmentSync:
             self.ensure_zoom(desired)
             self.ensure_neetocal(desired)
             outcome = "synced"
+        HostPages(self.services).record_sync(self.appointment_id, desired, self.record, outcome)
         self.save(status=outcome, error=None, waiting_reason=None, resume_at=None)
         self.store.clear_failure(self.appointment_id)
         return outcome
@@ -115,39 +114,60 @@ class AppointmentSync:
     def ensure_zoom(self, desired: Desired) -> None:
         spec = meeting_spec(desired)
         host = desired.host.email
+        # Found deleted or changed in Zoom by the refresh: meetergo is the source of truth, so put it back.
+        drift = self.record.zoom_drift
+        put_back = drift == "changed"
         if self.record.zoom_meeting_id and self.record.zoom_host != host:
             self.delete_zoom(f"the host changed to {host}")
+            # The old host's link dies with the meeting; the new host gets a new one on their page.
+            self.record.host_link_version = self.store.revoke_host_link(self.appointment_id)
+            put_back = False
         self.save(ends_at=desired.end.isoformat() if desired.end else None)
+        if drift == "gone":
+            self.forget_zoom()  # made again below; the NeetoCal booking then follows the new join URL
         if not self.record.zoom_meeting_id:
             self.create_zoom(host, spec)
-        if self.zoom_differs(spec):
+            put_back = False
+        if self.zoom_differs(spec) or put_back:
             meeting_id = self.record.zoom_meeting_id
             assert meeting_id is not None
             try:
-                self.services.zoom.update_meeting(meeting_id, spec, host=host)
+                self.adopt_or_apply(
+                    "zoom_update_pending", _update_marker(spec),
+                    look_up=lambda: self.zoom_already_updated(meeting_id, spec),
+                    apply=lambda: self.services.zoom.update_meeting(meeting_id, spec, host=host),
+                    adopted=f"meeting {meeting_id} was updated by an earlier attempt")
             except NotFound:
                 self.note("zoom_meeting_gone", f"meeting {meeting_id} was deleted in Zoom (3001); creating it again")
                 self.forget_zoom()
                 self.create_zoom(host, spec)
                 return
-            self.save(**_applied(spec))
+            self.save(**_applied(spec), zoom_update_pending=None)
             self.note("zoom_meeting_updated", f"meeting {meeting_id} now starts {zoom_time(spec.start_time)}")
             if self.record.zoom_start_url_expires_at:  # the refresh schedule follows the meeting
                 self.start_urls.schedule(self.appointment_id, self.record.zoom_start_url_expires_at,
                                          _epoch(self.record.ends_at))
+        if drift:
+            self.save(zoom_drift=None)
+            self.note("zoom_drift_healed", f"the Zoom meeting was {'made again' if drift == 'gone' else 'put back'}")
+            self.services.metrics.count("meetbridge_drift_healed_total", kind=drift)
+
+    def zoom_already_updated(self, meeting_id: int, spec: MeetingSpec) -> ZoomMeeting | None:
+        meeting = self.services.zoom.get_meeting(meeting_id)
+        return meeting if _applied_from_meeting(meeting) == _applied(spec) else None
 
     def create_zoom(self, host: str, spec: MeetingSpec) -> None:
-        meeting: ZoomMeeting | None = None
         fetched_at = time.time()
-        if self.record.zoom_create_pending == host:
-            # An earlier attempt may have created it before it was cut off.
-            found = self.services.zoom.find_meeting(host, agenda_marker(self.appointment_id))
-            if found is not None:
-                meeting = self.services.zoom.get_meeting(found.id)
-                self.note("zoom_meeting_adopted", f"meeting {meeting.id} created by an earlier attempt")
-        if meeting is None:
-            self.save(zoom_create_pending=host)
-            meeting = self.services.zoom.create_meeting(host, spec)
+
+        def look_up() -> ZoomMeeting | None:
+            found = self.services.zoom.find_meeting(host, self.appointment_id, zoom_time(spec.start_time))
+            return self.services.zoom.get_meeting(found.id) if found else None
+
+        meeting, adopted = self.adopt_or_apply(
+            "zoom_create_pending", host, look_up=look_up,
+            apply=lambda: self.services.zoom.create_meeting(host, spec),
+            adopted="meeting created by an earlier attempt")
+        if not adopted:
             self.note("zoom_meeting_created", f"meeting {meeting.id} hosted by {host}")
         self.save(
             zoom_meeting_id=meeting.id,
@@ -174,8 +194,7 @@ class AppointmentSync:
     def delete_zoom(self, why: str) -> None:
         meeting_id = self.record.zoom_meeting_id
         if meeting_id is None and self.record.zoom_create_pending:
-            found = self.services.zoom.find_meeting(self.record.zoom_create_pending,
-                                                    agenda_marker(self.appointment_id))
+            found = self.services.zoom.find_meeting(self.record.zoom_create_pending, self.appointment_id)
             meeting_id = found.id if found else None
         if meeting_id is not None:
             existed = self.services.zoom.delete_meeting(meeting_id, notify=self.settings.zoom_cancel_reminder)
@@ -185,7 +204,8 @@ class AppointmentSync:
     def forget_zoom(self) -> None:
         self.save(zoom_meeting_id=None, zoom_host=None, zoom_join_url=None, zoom_start=None, zoom_duration=None,
                   zoom_topic=None, zoom_timezone=None, zoom_alt_hosts=None, zoom_start_url=None,
-                  zoom_start_url_expires_at=None, zoom_create_pending=None, refresh_error=None)
+                  zoom_start_url_expires_at=None, zoom_create_pending=None, zoom_update_pending=None,
+                  zoom_drift=None, refresh_error=None)
         self.store.refresh.remove(self.appointment_id)
 
     # --- NeetoCal ----------------------------------------------------------------------------------------
@@ -207,28 +227,34 @@ class AppointmentSync:
         request = self.booking_request(desired, link, join_url)
         slot = zoom_time(request.start)
         if not self.record.neetocal_booking_sid:
-            booking = None
-            if self.record.neetocal_create_pending:
-                booking = neetocal.find_booking(request.email, join_url)
-                if booking is not None:
-                    self.note("neetocal_booking_adopted", f"booking {booking.sid} made by an earlier attempt")
-            if booking is None:
-                self.save(neetocal_create_pending=link.slug)
-                booking = neetocal.create_booking(request)
+            booking, adopted = self.adopt_or_apply(
+                "neetocal_create_pending", link.slug,
+                look_up=lambda: neetocal.find_booking(request.email, join_url),
+                apply=lambda: neetocal.create_booking(request),
+                adopted="booking made by an earlier attempt")
+            if not adopted:
                 self.note("neetocal_booking_created", f"booking {booking.sid} on {link.slug}")
             self.save(neetocal_booking_sid=booking.sid, neetocal_meeting_slug=link.slug, neetocal_slot=slot,
                       neetocal_join_url=join_url, neetocal_create_pending=None)
         elif self.record.neetocal_slot != slot:
-            neetocal.reschedule_booking(self.record.neetocal_booking_sid, request)
-            self.save(neetocal_slot=slot)
-            self.note("neetocal_booking_rescheduled", f"booking {self.record.neetocal_booking_sid} moved to {slot}")
+            sid = self.record.neetocal_booking_sid
+
+            def already_moved() -> Booking | None:
+                booking = neetocal.get_booking(sid)
+                moved = booking.starts_at is not None and _zoom_utc(booking.starts_at) == slot
+                return booking if moved and booking.status != "cancelled" else None
+
+            self.adopt_or_apply("neetocal_reschedule_pending", slot, look_up=already_moved,
+                                apply=lambda: neetocal.reschedule_booking(sid, request),
+                                adopted=f"booking {sid} was moved by an earlier attempt")
+            self.save(neetocal_slot=slot, neetocal_reschedule_pending=None)
+            self.note("neetocal_booking_rescheduled", f"booking {sid} moved to {slot}")
 
     def booking_request(self, desired: Desired, link: Link, join_url: str) -> BookingRequest:
         assert desired.attendee is not None and desired.start is not None
+        # The booking is the attendee's: only what attendees may read goes on it. Never the host link or the
+        # start_url (each logs its holder in as host); hosts find those on their own page.
         answers = {self.settings.neetocal_join_url_field: join_url}
-        if self.settings.secret_key:
-            answers[self.settings.neetocal_host_link_field] = host_link(
-                self.settings.public_url, self.settings.secret_key, self.appointment_id)
         return BookingRequest(
             meeting_slug=link.slug,
             name=desired.attendee.name or desired.attendee.email,
@@ -278,6 +304,24 @@ class AppointmentSync:
         self.save(neetocal_booking_sid=None, neetocal_slot=None, neetocal_create_pending=None)
 
     # --- bookkeeping -------------------------------------------------------------------------------------
+    def adopt_or_apply(self, pending_field: str, marker: str, *, look_up: Callable[[], T | None],
+                       apply: Callable[[], T], adopted: str) -> tuple[T, bool]:
+        """Apply a change that the remote API cannot deduplicate, at most once.
+
+        The record notes the change (`pending_field` = `marker`) before it is sent. A later attempt that finds
+        the note first looks for the change's effect, since an earlier attempt may have been applied and
+        then lost its answer (a timeout, a reset, a killed worker), and adopts what it finds. The caller
+        clears the note once it has recorded the result. Returns the result and whether it was adopted."""
+        # After a Redis restart the note itself may be among the writes lost in its last second.
+        if getattr(self.record, pending_field) == marker or self.store.epoch.recently_restarted():
+            self.services.metrics.count("meetbridge_lookups_total", step=pending_field)
+            found = look_up()
+            if found is not None:
+                self.note(pending_field.replace("_pending", "_adopted"), adopted)
+                return found, True
+        self.save(**{pending_field: marker})
+        return apply(), False
+
     def save(self, **values: Any) -> None:
         self.lease.extend()
         self.store.update(self.appointment_id, **values)
@@ -297,6 +341,20 @@ def _applied(spec: MeetingSpec) -> dict[str, Any]:
         "zoom_timezone": spec.timezone,
         "zoom_alt_hosts": ";".join(spec.alternative_hosts),
     }
+
+
+def _applied_from_meeting(meeting: ZoomMeeting) -> dict[str, Any]:
+    return {
+        "zoom_start": _zoom_utc(meeting.start_time),
+        "zoom_duration": meeting.duration,
+        "zoom_topic": meeting.topic,
+        "zoom_timezone": meeting.timezone,
+        "zoom_alt_hosts": meeting.alternative_hosts or "",
+    }
+
+
+def _update_marker(spec: MeetingSpec) -> str:
+    return hashlib.sha256(json.dumps(_applied(spec), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _zoom_utc(value: str | None) -> str | None:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import redis
 from celery.exceptions import Reject
 
+from meetbridge.config import Settings
 from workers.celery_app import app
 from workers.clients.base import backoff_delay
 from workers.clients.errors import APIError, DailyLimitReached
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 SYNC = "meetbridge.sync_appointment"
 REFRESH = "meetbridge.refresh_start_url"
+SWEEP_DEFERRED = "meetbridge.sweep_deferred"
+DEFERRED_SWEEP_SECONDS = 2.0
 SWEEP_BATCH = 1000
 DEFERRED_CLAIM_LEASE_SECONDS = 300
 RECONCILE_LOCK = "mb:reconcile:lock"
@@ -43,11 +46,19 @@ class Outcome:
     retry_in: float | None = None
 
 
-def run_sync(services: Services, appointment_id: str, attempt: int = 0) -> Outcome:
-    """One attempt at converging the appointment; says whether and when to try again."""
+SETTLED = frozenset({"synced", "cancelled", "waiting", "failed"})
+
+
+def run_sync(services: Services, appointment_id: str) -> Outcome:
+    """One attempt at converging the appointment; says whether and when to try again.
+
+    The count of failed attempts lives in the record, not in the task message: a retry may run from the
+    deferred schedule or on another worker, and still counts towards SYNC_MAX_RETRIES."""
     store, settings = services.store, services.settings
     store.deferred.remove(appointment_id)
     lock_ttl = lock_seconds(settings)
+    record = store.load(appointment_id)
+    attempt = record.sync_attempts if record else 0
     try:
         with store.lock(appointment_id, lock_ttl) as lease:
             status = AppointmentSync(services, appointment_id, lease).run()
@@ -56,30 +67,30 @@ def run_sync(services: Services, appointment_id: str, attempt: int = 0) -> Outco
         return Outcome("busy", retry_in=min(lock_ttl, 0.5 * 2 ** min(attempt, 6)) + random.uniform(0, 0.5))
     except DailyLimitReached as error:
         park(services, appointment_id, error.resume_at.timestamp(), str(error))
-        return _counted(services, Outcome("waiting"))
+        return _counted(services, appointment_id, Outcome("waiting"))
     except APIError as error:
         if error.transient and attempt < settings.sync_max_retries:
             delay = backoff_delay(attempt, base=2.0, cap=settings.retry_max_delay_seconds,
                                   retry_after=error.retry_after)
             if delay > settings.retry_max_delay_seconds:
                 park(services, appointment_id, time.time() + delay, f"{error} (asked to wait {delay:.0f}s)")
-                return _counted(services, Outcome("waiting"))
-            store.update(appointment_id, error=f"{error}; retry {attempt + 1} of {settings.sync_max_retries} "
-                                               f"in {delay:.0f}s")
+                return _counted(services, appointment_id, Outcome("waiting"))
+            store.update(appointment_id, sync_attempts=attempt + 1,
+                         error=f"{error}; retry {attempt + 1} of {settings.sync_max_retries} in {delay:.0f}s")
             store.note(appointment_id, "retry", str(error))
             services.metrics.count("meetbridge_retries_total", reason=type(error).__name__)
             return Outcome("retry", retry_in=delay)
         store.mark_failed(appointment_id, str(error))
-        return _counted(services, Outcome("failed"))
+        return _counted(services, appointment_id, Outcome("failed"))
     except redis.RedisError:
         raise  # our own state is out of reach: nothing can be recorded, the task goes back to the queue
     except Exception as error:
         # A bug, not the outside world: fail visibly rather than retry it forever.
         log.exception("sync crashed")
         store.mark_failed(appointment_id, f"internal error: {type(error).__name__}: {error}")
-        return _counted(services, Outcome("failed"))
+        return _counted(services, appointment_id, Outcome("failed"))
     store.note(appointment_id, status)
-    return _counted(services, Outcome(status))
+    return _counted(services, appointment_id, Outcome(status))
 
 
 def park(services: Services, appointment_id: str, resume_at: float, reason: str) -> None:
@@ -90,24 +101,37 @@ def park(services: Services, appointment_id: str, resume_at: float, reason: str)
     services.store.note(appointment_id, "waiting", reason)
 
 
-def _counted(services: Services, outcome: Outcome) -> Outcome:
+def _counted(services: Services, appointment_id: str, outcome: Outcome) -> Outcome:
+    if outcome.status in SETTLED:
+        services.store.settled(appointment_id)
     services.metrics.count("meetbridge_syncs_total", outcome=outcome.status)
     return outcome
 
 
+def in_memory_wait_limit(settings: Settings) -> float:
+    """The longest retry a worker may hold as a countdown. A held message counts as unacknowledged, and the
+    broker hands it to another worker after the visibility timeout: anything longer waits in Redis instead."""
+    return settings.broker_visibility_timeout_seconds / 3
+
+
 @app.task(name=SYNC)
 def sync_appointment(appointment_id: str, attempt: int = 0) -> str:
+    # `attempt` is accepted for messages queued by an earlier version; the count now lives in the record.
+    services = get_services()
     try:
-        outcome = run_sync(get_services(), appointment_id, attempt)
+        outcome = run_sync(services, appointment_id)
     except redis.RedisError as error:
         # Never acknowledge work that was not done: hand the message back (it is restored from the unacked
         # set after the visibility timeout if Redis cannot even take it back now).
         log.warning("Redis is unreachable mid-sync; requeueing: %s", error)
+        services.store.epoch.check_again()
         raise Reject(error, requeue=True) from error
     if outcome.retry_in is not None:
-        # Queued before this message is acknowledged: a crash in between repeats work, never loses it.
-        next_attempt = attempt if outcome.status == "busy" else attempt + 1
-        sync_appointment.apply_async((appointment_id,), {"attempt": next_attempt}, countdown=outcome.retry_in)
+        if outcome.retry_in <= in_memory_wait_limit(services.settings):
+            # Queued before this message is acknowledged: a crash in between repeats work, never loses it.
+            sync_appointment.apply_async((appointment_id,), countdown=outcome.retry_in)
+        else:
+            services.store.deferred.put(appointment_id, time.time() + outcome.retry_in)
     return outcome.status
 
 
@@ -118,6 +142,8 @@ def refresh_one(services: Services, appointment_id: str, force: bool = False) ->
         # The claim's lease puts it back in the sweep's way, well before the start_url expires.
         log.warning("start_url refresh failed: %s", error)
         result = "error"
+    if result == "drifted":
+        queue_syncs(services, [appointment_id])  # the meeting was deleted or changed in Zoom: put it back
     services.metrics.count("meetbridge_start_url_refreshes_total", outcome=result)
     return result
 
@@ -127,12 +153,13 @@ def refresh_start_url(appointment_id: str, force: bool = False) -> str:
     return refresh_one(get_services(), appointment_id, force)
 
 
-def sweep_schedules(services: Services, now: float | None = None, batch: int = SWEEP_BATCH) -> tuple[int, int]:
+def sweep_schedules(services: Services, now: float | None = None, batch: int = SWEEP_BATCH,
+                    refreshes_too: bool = True) -> tuple[int, int]:
     """Queue the start_url refreshes and parked syncs that are due; returns how many of each."""
     now = time.time() if now is None else now
     store = services.store
     refreshes = syncs = 0
-    while True:
+    while refreshes_too:
         due = store.refresh.claim_due(now, batch, claim_lease(services.settings))
         refreshes += enqueue_many(services.redis, app, REFRESH, [(member,) for member in due])
         if len(due) < batch:
@@ -150,7 +177,14 @@ def sweep() -> tuple[int, int]:
     return sweep_schedules(get_services())
 
 
+@app.task(name=SWEEP_DEFERRED)
+def sweep_deferred() -> tuple[int, int]:
+    """Parked syncs only, every few seconds: retries wait here rather than in a worker's memory."""
+    return sweep_schedules(get_services(), refreshes_too=False)
+
+
 def queue_syncs(services: Services, appointment_ids: list[str]) -> int:
+    services.store.mark_pending(appointment_ids)
     return enqueue_many(services.redis, app, SYNC, [(appointment_id,) for appointment_id in appointment_ids])
 
 

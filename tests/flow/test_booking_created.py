@@ -40,7 +40,7 @@ def test_documented_booking_becomes_one_zoom_meeting_and_one_neetocal_booking(st
     assert meeting["duration"] == 30
     assert meeting["timezone"] == "America/New_York"
     assert meeting["topic"] == "Discovery Call with Jane Doe"
-    assert "appt-uuid-12345" in meeting["agenda"]
+    assert meeting["agenda"].splitlines()[-1] == "[meetbridge:appt-uuid-12345]"
 
     [booking] = sims.neetocal_bookings()
     local = start.astimezone(ZoneInfo("America/New_York"))
@@ -53,7 +53,6 @@ def test_documented_booking_becomes_one_zoom_meeting_and_one_neetocal_booking(st
     assert view["zoom"]["meeting_id"] == meeting["id"]
     assert str(meeting["id"]) in view["zoom"]["join_url"]
     assert booking["form_responses"]["zoom_join_url"] == view["zoom"]["join_url"]
-    assert booking["form_responses"]["zoom_host_link"] == view["host_link"]
     assert view["neetocal"]["booking_sid"] == booking["sid"]
     assert view["host_link"].startswith("http://meetbridge.test/h/appt-uuid-12345/")
     assert view["error"] is None
@@ -68,8 +67,8 @@ def test_every_zoom_request_validates_against_the_openapi_subset(stack: Stack, s
 
 
 def test_the_join_url_goes_under_the_configured_form_field(make_stack, sims: Sims) -> None:
-    stack = make_stack(NEETOCAL_JOIN_URL_FIELD="video_link", NEETOCAL_HOST_LINK_FIELD="host_start_link")
+    stack = make_stack(NEETOCAL_JOIN_URL_FIELD="video_link")
     stack.deliver(documented_example())
     view = stack.wait_for_status("appt-uuid-12345", "synced")
     [booking] = sims.neetocal_bookings()
-    assert booking["form_responses"] == {"video_link": view["zoom"]["join_url"], "host_start_link": view["host_link"]}
+    assert booking["form_responses"] == {"video_link": view["zoom"]["join_url"]}

@@ -6,6 +6,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 import redis
 
 from sandbox import meetergo as meetergo_sim
@@ -40,17 +41,54 @@ def test_a_failing_refresh_shows_on_the_appointment_and_is_retried_before_expiry
     assert stack.appointment(appointment_id)["error"] is None
 
 
-def test_a_meeting_deleted_in_zoom_leaves_the_schedule(stack: Stack, sims: Sims, redis_client: redis.Redis) -> None:
-    appointment_id = synced(stack)
-    meeting_id = sims.zoom_meetings()[0]["id"]
+def zoom_admin(sims: Sims, stack: Stack) -> httpx.Client:
+    """Someone working in Zoom directly, with the account's own token."""
     token = httpx.post(f"{sims.url('zoom')}/oauth/token", params={"grant_type": "account_credentials",
                        "account_id": stack.env["ZOOM_ACCOUNT_ID"]},
                        auth=(stack.env["ZOOM_CLIENT_ID"], stack.env["ZOOM_CLIENT_SECRET"])).json()["access_token"]
-    httpx.delete(f"{sims.url('zoom')}/v2/meetings/{meeting_id}", headers={"Authorization": f"Bearer {token}"})
+    return httpx.Client(base_url=f"{sims.url('zoom')}/v2", headers={"Authorization": f"Bearer {token}"})
 
-    assert refresh_one(build_services(stack.settings), appointment_id, force=True) == "gone"
-    assert redis_client.zscore(KEYS.refresh_schedule, appointment_id) is None
-    assert "no longer exists (3001)" in stack.appointment(appointment_id)["error"]
+
+def metric(stack: Stack, line_start: str) -> float:
+    for line in stack.http.get(f"{stack.web_url}/metrics").text.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.mark.slow
+def test_meetings_deleted_or_moved_in_zoom_are_put_back_within_one_refresh(make_stack, sims: Sims) -> None:
+    sims.configure("zoom", start_url_ttl_seconds=8)
+    stack = make_stack(beat=True, START_URL_REFRESH_LEAD_SECONDS=4, REFRESH_SWEEP_SECONDS=1)
+    deleted, shifted = appointment(hour=8), appointment(hour=11)
+    for appt in (deleted, shifted):
+        stack.deliver(meetergo_sim.booking_created(appt))
+    views = {appt["id"]: stack.wait_for_status(appt["id"], "synced") for appt in (deleted, shifted)}
+    zoom = zoom_admin(sims, stack)
+    gone_id = views[deleted["id"]]["zoom"]["meeting_id"]
+    moved_id = views[shifted["id"]]["zoom"]["meeting_id"]
+    assert zoom.delete(f"/meetings/{gone_id}").status_code == 204
+    assert zoom.patch(f"/meetings/{moved_id}", json={"start_time": "2031-01-01T09:00:00Z", "duration": 90,
+                                                    "timezone": "UTC"}).status_code == 204
+
+    def healed() -> bool:
+        history = [e["event"] for appt in (deleted, shifted) for e in stack.appointment(appt["id"])["history"]]
+        return history.count("zoom_drift_healed") == 2
+
+    wait_until(healed, timeout=20, message="both meetings to be put back")  # one refresh cycle is 4 s here
+    remade = stack.wait_for_status(deleted["id"], "synced")
+    assert remade["zoom"]["meeting_id"] != gone_id
+    live = {m["id"]: m for m in sims.zoom_meetings()}
+    assert set(live) == {remade["zoom"]["meeting_id"], moved_id}
+    assert live[moved_id]["start_time"] == shifted["start"].replace("+00:00", "Z")
+    assert live[moved_id]["duration"] == 30
+    # The attendee's NeetoCal booking carries the new meeting's join URL.
+    bookings = {b["email"]: b for b in sims.neetocal_bookings()}
+    join_urls = sorted(b["form_responses"]["zoom_join_url"] for b in sims.neetocal_bookings())
+    assert join_urls == sorted([remade["zoom"]["join_url"], views[shifted["id"]]["zoom"]["join_url"]])
+    assert bookings
+    assert metric(stack, 'meetbridge_drift_healed_total{kind="gone"}') == 1
+    assert metric(stack, 'meetbridge_drift_healed_total{kind="changed"}') == 1
 
 
 def test_cancelled_and_ended_meetings_leave_the_schedule(stack: Stack, redis_client: redis.Redis) -> None:

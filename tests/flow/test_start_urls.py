@@ -33,8 +33,9 @@ def stored_start_url(client: redis.Redis, appointment_id: str) -> tuple[str, flo
 
 
 def open_host_link(stack: Stack, link: str):
+    """Press the host page's "Start the meeting as host" button (a POST back to the link)."""
     assert stack.web_url is not None
-    return stack.http.get(stack.web_url + urlsplit(link).path, follow_redirects=False)
+    return stack.http.post(stack.web_url + urlsplit(link).path, follow_redirects=False)
 
 
 # --- host links ------------------------------------------------------------------------------------------
@@ -64,8 +65,12 @@ def test_tampered_host_links_are_refused(stack: Stack) -> None:
 
 def test_host_link_of_an_unknown_appointment_is_404(stack: Stack) -> None:
     from workers.host_links import host_link
+    from workers.state import AppointmentRecord
 
-    link = host_link("http://meetbridge.test", stack.settings.secret_key, "never-seen")
+    never_seen = AppointmentRecord("never-seen", zoom_meeting_id=1, zoom_host="john@example.com",
+                                   ends_at="2099-01-01T00:00:00+00:00")
+    link = host_link(stack.settings, never_seen)
+    assert link is not None
     assert open_host_link(stack, link).status_code == 404
 
 

@@ -163,6 +163,7 @@ def test_start_all_serves_everything_and_prints_env(zoom_http: httpx.Client) -> 
             "NEETOCAL_API_KEY",
             "MEETERGO_API_URL",
             "MEETERGO_API_KEY",
+            "ZOOM_START_URL_DOMAINS",
         }
         token = http.post(
             env["ZOOM_OAUTH_URL"],

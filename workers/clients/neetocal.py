@@ -71,7 +71,8 @@ class NeetoCalClient(ApiClient):
         return BookingResponseSchema().load(response.json())
 
     def reschedule_booking(self, sid: str, booking: BookingRequest) -> Booking:
-        response = self.request("PATCH", f"bookings/{sid}", operation="reschedule_booking",
+        # Not repeated within the call: after a lost answer the sync first reads the booking back.
+        response = self.request("PATCH", f"bookings/{sid}", operation="reschedule_booking", retries=0,
                                 json=RescheduleRequestSchema().dump(booking))
         return BookingResponseSchema().load(response.json())
 

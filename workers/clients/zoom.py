@@ -12,11 +12,12 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import redis
 
-from schemas.zoom import MeetingRequestSchema, MeetingResponseSchema, MeetingSpec, ZoomMeeting
+from schemas.zoom import MeetingRequestSchema, MeetingResponseSchema, MeetingSpec, ZoomMeeting, carries_marker
 from workers.clients.base import ApiClient
 from workers.clients.errors import (
     APIConnectionError,
@@ -136,7 +137,7 @@ class ZoomClient(ApiClient):
     def create_meeting(self, host: str, spec: MeetingSpec) -> ZoomMeeting:
         self.quota.spend(host)
         # Never repeated within the call: a retry must first look for what this attempt may have created.
-        response = self._call("POST", f"users/{host}/meetings", "create_meeting", host=host, retries=0,
+        response = self._call("POST", f"users/{_user_path(host)}/meetings", "create_meeting", host=host, retries=0,
                               json=MeetingRequestSchema().dump(spec))
         return MeetingResponseSchema().load(response.json())
 
@@ -160,17 +161,18 @@ class ZoomClient(ApiClient):
             return False
         return True
 
-    def find_meeting(self, host: str, marker: str) -> ZoomMeeting | None:
-        """The host's scheduled meeting whose agenda carries `marker`, if an earlier attempt created one."""
-        for item in self._list_meetings(host):
-            if marker in (item.get("agenda") or ""):
-                return MeetingResponseSchema().load(item)
-        return None
+    def find_meeting(self, host: str, appointment_id: str, start_time: str | None = None) -> ZoomMeeting | None:
+        """The host's scheduled meeting that an earlier attempt made for this appointment, if any: its agenda
+        ends in the appointment's marker; of several, the one at `start_time` (Zoom's UTC form) first."""
+        found = [MeetingResponseSchema().load(item) for item in self._list_meetings(host)
+                 if carries_marker(item.get("agenda"), appointment_id)]
+        found.sort(key=lambda meeting: meeting.start_time != start_time)
+        return found[0] if found else None
 
     def _list_meetings(self, host: str) -> Iterator[dict[str, Any]]:
         params: dict[str, Any] = {"type": "scheduled", "page_size": 300}
         while True:
-            page = self._call("GET", f"users/{host}/meetings", "list_meetings", params=params).json()
+            page = self._call("GET", f"users/{_user_path(host)}/meetings", "list_meetings", params=params).json()
             yield from page.get("meetings") or []
             token = page.get("next_page_token")
             if not token:
@@ -200,7 +202,7 @@ class ZoomClient(ApiClient):
                 return self.request(method, path, operation=operation, **kwargs)
         except RateLimited as error:
             if host and _is_host_daily_limit(error):
-                raise self.quota.exhaust(host) from error
+                raise self.quota.exhaust(host, error.status) from error
             if _is_daily_limit(error):
                 resume = (datetime.now(UTC) + timedelta(seconds=error.retry_after) if error.retry_after
                           else next_utc_midnight())
@@ -210,7 +212,7 @@ class ZoomClient(ApiClient):
 
     def error_from(self, response: httpx.Response, operation: str) -> APIError:
         error = super().error_from(response, operation)
-        if response.status_code == 300 and "in one day" in error.message:
+        if response.status_code == 300 and HOST_DAILY_CAP_300_TEXT in error.message:
             # The spec files the per-host daily cap under HTTP 300.
             return RateLimited(error.message, service="zoom", status=300, code=error.code, body=error.body)
         return error
@@ -225,7 +227,21 @@ class ZoomClient(ApiClient):
         return message, code
 
 
+def _user_path(email: str) -> str:
+    # An email may hold "/", "?" or "#" (all legal before the @): encoded, none of them can change the path.
+    return quote(email, safe="@")
+
+
+# Zoom's OpenAPI spec files the per-host cap under HTTP 300 / code 300: "A maximum of {rateLimitNumber} meetings
+# can be created/updated for a single user in one day." Code 300 is also every validation error, so the
+# message tells the two apart (error_from turns only that message into a RateLimited).
+HOST_DAILY_CAP_300_TEXT = "in one day"
+
+
 def _is_host_daily_limit(error: APIError) -> bool:
+    if error.status == 300:
+        return True
+    # The 429 form seen in practice: "...the daily rate limit (100) ... permitted for this particular user."
     text = error.message.lower()
     return "daily" in text and ("particular user" in text or "single user" in text)
 

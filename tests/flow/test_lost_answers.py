@@ -1,0 +1,152 @@
+"""Exactly-once, shown on purpose: each write whose answer is lost (applied, then the connection dropped) is
+looked up and adopted on the next attempt, never made twice."""
+
+from __future__ import annotations
+
+import signal
+from datetime import datetime
+
+import pytest
+import redis
+
+from sandbox import meetergo as meetergo_sim
+from tests.support import Sims, Stack, appointment, future_start, moved, wait_until
+from workers.state import KEYS
+
+
+def lose_the_answer(sims: Sims, name: str, method: str, path: str) -> None:
+    """The next matching call is applied, then its connection is dropped before the answer."""
+    sims.configure(name, scripted_faults=[{"method": method, "path": path, "kind": "reset", "after_commit": True,
+                                           "times": 1}])
+
+
+def history(stack: Stack, appointment_id: str) -> list[str]:
+    return [entry["event"] for entry in stack.appointment(appointment_id)["history"]]
+
+
+def faulted(sims: Sims, name: str) -> list[dict]:
+    return [r for r in sims.requests(name) if r["fault"]]
+
+
+def after(sims: Sims, name: str, seq: int, method: str, path: str) -> list[dict]:
+    return [r for r in sims.calls(name, method, path) if r["seq"] > seq]
+
+
+def test_a_lost_zoom_create_answer_is_adopted(stack: Stack, sims: Sims) -> None:
+    lose_the_answer(sims, "zoom", "POST", "/users/")
+    appt = appointment()
+    stack.deliver(meetergo_sim.booking_created(appt))
+    view = stack.wait_for_status(appt["id"], "synced")
+
+    [lost] = faulted(sims, "zoom")
+    assert lost["applied"] and lost["status"] is None
+    assert after(sims, "zoom", lost["seq"], "GET", "/users/john@example.com/meetings"), "no look-up was made"
+    assert len(sims.zoom_meetings(live_only=False)) == 1
+    assert len(sims.calls("zoom", "POST", "/meetings")) == 1
+    assert view["zoom"]["meeting_id"] == sims.zoom_meetings()[0]["id"]
+    assert "zoom_create_adopted" in history(stack, appt["id"])
+    assert len(sims.neetocal_bookings()) == 1
+
+
+def test_a_lost_zoom_update_answer_is_adopted(stack: Stack, sims: Sims) -> None:
+    appt = appointment()
+    stack.deliver(meetergo_sim.booking_created(appt))
+    stack.wait_for_status(appt["id"], "synced")
+    lose_the_answer(sims, "zoom", "PATCH", "/meetings/")
+    later = moved(appt, future_start(days=5, hour=9))
+    stack.deliver(meetergo_sim.booking_rescheduled(later, appt["start"]))
+    wait_until(lambda: "zoom_update_adopted" in history(stack, appt["id"]), message="the update to be adopted")
+    view = stack.wait_for_status(appt["id"], "synced")
+
+    [lost] = faulted(sims, "zoom")
+    assert lost["applied"] and lost["method"] == "PATCH"
+    meeting_id = view["zoom"]["meeting_id"]
+    assert after(sims, "zoom", lost["seq"], "GET", f"/meetings/{meeting_id}"), "no look-up was made"
+    assert len(sims.calls("zoom", "PATCH", "/meetings/")) == 1  # not sent again: one quota unit spent
+    [meeting] = sims.zoom_meetings(live_only=False)
+    assert meeting["start_time"].startswith(future_start(days=5).date().isoformat())
+    assert meeting["patches"] == 1
+
+
+def test_a_lost_neetocal_booking_answer_is_adopted(stack: Stack, sims: Sims) -> None:
+    lose_the_answer(sims, "neetocal", "POST", "/bookings")
+    appt = appointment()
+    stack.deliver(meetergo_sim.booking_created(appt))
+    view = stack.wait_for_status(appt["id"], "synced")
+
+    [lost] = faulted(sims, "neetocal")
+    assert lost["applied"]
+    assert after(sims, "neetocal", lost["seq"], "GET", "/bookings"), "no look-up was made"
+    [booking] = sims.neetocal_bookings(live_only=False)
+    assert view["neetocal"]["booking_sid"] == booking["sid"]
+    assert len([r for r in sims.calls("neetocal", "POST", "/bookings") if not r["path"].endswith("/cancel")]) == 1
+    assert "neetocal_create_adopted" in history(stack, appt["id"])
+
+
+def test_a_lost_neetocal_reschedule_answer_is_adopted(stack: Stack, sims: Sims) -> None:
+    appt = appointment()
+    stack.deliver(meetergo_sim.booking_created(appt))
+    view = stack.wait_for_status(appt["id"], "synced")
+    sid = view["neetocal"]["booking_sid"]
+    lose_the_answer(sims, "neetocal", "PATCH", "/bookings/")
+    later = moved(appt, future_start(days=5, hour=9))
+    stack.deliver(meetergo_sim.booking_rescheduled(later, appt["start"]))
+    wait_until(lambda: "neetocal_reschedule_adopted" in history(stack, appt["id"]),
+               message="the reschedule to be adopted")
+    stack.wait_for_status(appt["id"], "synced")
+
+    [lost] = faulted(sims, "neetocal")
+    assert lost["applied"] and lost["method"] == "PATCH"
+    assert after(sims, "neetocal", lost["seq"], "GET", f"/bookings/{sid}"), "no look-up was made"
+    assert len(sims.calls("neetocal", "PATCH", "/bookings/")) == 1
+    [booking] = sims.neetocal_bookings(live_only=False)
+    assert booking["starts_at"].startswith(future_start(days=5).date().isoformat())
+
+
+@pytest.mark.slow
+def test_a_worker_killed_between_zoom_and_neetocal_resumes_where_it_stopped(make_stack, sims: Sims,
+                                                                           redis_client: redis.Redis) -> None:
+    # The NeetoCal booking call is held unanswered: the worker dies while waiting for it.
+    sims.configure("neetocal", timeout_seconds=2, scripted_faults=[
+        {"method": "POST", "path": "/bookings", "kind": "timeout", "times": 1}])
+    stack = make_stack(workers=0)
+    worker = stack.start_worker()
+    appt = appointment()
+    stack.deliver(meetergo_sim.booking_created(appt))
+    wait_until(lambda: sims.calls("neetocal", "POST", "/bookings"), message="the NeetoCal booking call")
+    worker.kill(signal.SIGKILL)
+    record = redis_client.hgetall(KEYS.appointment(appt["id"]))
+    assert record.get("zoom_meeting_id") and record.get("neetocal_create_pending"), record
+    assert "neetocal_booking_sid" not in record
+    [held] = sims.calls("neetocal", "POST", "/bookings")
+
+    stack.start_worker()
+    view = stack.wait_for_status(appt["id"], "synced", timeout=60)
+    # The restarted worker resumed from the record: no second Zoom create; it looked for the booking first.
+    assert len(sims.calls("zoom", "POST", "/meetings")) == 1
+    assert len(sims.zoom_meetings(live_only=False)) == 1
+    assert after(sims, "neetocal", held["seq"], "GET", "/bookings"), "no look-up was made"
+    [booking] = sims.neetocal_bookings(live_only=False)
+    assert view["neetocal"]["booking_sid"] == booking["sid"]
+    assert booking["form_responses"]["zoom_join_url"] == view["zoom"]["join_url"]
+    assert datetime.fromisoformat(view["history"][-1]["at"].replace("Z", "+00:00"))
+
+
+def test_after_a_lost_create_each_appointment_adopts_its_own_meeting_only(stack: Stack, sims: Sims) -> None:
+    # appt-12345 exists first, and its attendee's name imitates appt-1234's marker.
+    impostor = appointment(id="appt-12345", hour=9, attendee={
+        "email": "eve@example.com", "firstname": "Eve", "lastname": "\n[meetbridge:appt-1234]"})
+    stack.deliver(meetergo_sim.booking_created(impostor))
+    first = stack.wait_for_status("appt-12345", "synced")
+    lose_the_answer(sims, "zoom", "POST", "/users/")
+    own = appointment(id="appt-1234", hour=11)
+    stack.deliver(meetergo_sim.booking_created(own))
+    second = stack.wait_for_status("appt-1234", "synced")
+
+    assert "zoom_create_adopted" in history(stack, "appt-1234")
+    assert second["zoom"]["meeting_id"] != first["zoom"]["meeting_id"]
+    meetings = {m["id"]: m for m in sims.zoom_meetings(live_only=False)}
+    assert len(meetings) == 2
+    assert meetings[second["zoom"]["meeting_id"]]["agenda"].splitlines()[-1] == "[meetbridge:appt-1234]"
+    assert meetings[first["zoom"]["meeting_id"]]["agenda"].splitlines()[-1] == "[meetbridge:appt-12345]"
+    assert "\n[meetbridge:appt-1234]" not in meetings[first["zoom"]["meeting_id"]]["agenda"]

@@ -1,0 +1,99 @@
+"""Reconciliation with meetergo heals lost webhooks, one appointment at a time, whatever else goes wrong."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from sandbox import meetergo as meetergo_sim
+from tests.support import Sims, Stack, appointment, future_start, moved, wait_until
+from workers.readback import reconcile
+from workers.services import build_services
+from workers.tasks import queue_syncs
+
+API_KEY = "sandbox-meetergo-key"
+
+
+def run_reconcile(stack: Stack) -> int:
+    services = build_services(stack.settings)
+    try:
+        return reconcile(services, lambda ids: queue_syncs(services, ids))
+    finally:
+        services.close()
+
+
+def metric(stack: Stack, name: str, **labels: str) -> float:
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in stack.http.get(f"{stack.web_url}/metrics").text.splitlines():
+        if line.startswith(f"{name}{{{wanted}}}" if wanted else f"{name} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def synced_by_webhook(stack: Stack, sims: Sims, **kwargs) -> dict:
+    appt = appointment(**kwargs)
+    sims.post("meetergo", "appointments", appt)
+    stack.deliver(meetergo_sim.booking_created(appt))
+    stack.wait_for_status(appt["id"], "synced")
+    return appt
+
+
+@pytest.fixture
+def stack(make_stack) -> Stack:
+    return make_stack(MEETERGO_API_KEY=API_KEY)
+
+
+@pytest.mark.parametrize("page_base", [0, 1])
+def test_a_lost_booking_created_is_healed_by_one_run(stack: Stack, sims: Sims, page_base: int) -> None:
+    sims.configure("meetergo", page_base=page_base)
+    lost = [appointment(days=2 + n) for n in range(3)]
+    for appt in lost:
+        sims.post("meetergo", "appointments", appt)
+    assert run_reconcile(stack) == 3
+    for appt in lost:
+        stack.wait_for_status(appt["id"], "synced")
+    assert len(sims.zoom_meetings()) == 3
+    assert run_reconcile(stack) == 0
+
+
+def test_a_lost_reschedule_is_healed_by_one_run(stack: Stack, sims: Sims) -> None:
+    appt = synced_by_webhook(stack, sims)
+    later = moved(appt, future_start(days=6, hour=14))
+    sims.post("meetergo", "appointments", later)  # rescheduled in meetergo; the webhook never arrived
+    assert run_reconcile(stack) == 1
+    wait_until(lambda: sims.zoom_meetings()[0]["start_time"].startswith(future_start(days=6).date().isoformat()),
+               message="the meeting to move")
+    stack.wait_for_status(appt["id"], "synced")
+    [booking] = sims.neetocal_bookings()
+    assert booking["starts_at"].startswith(future_start(days=6).date().isoformat())
+
+
+def test_a_lost_cancellation_is_healed_by_one_run(stack: Stack, sims: Sims) -> None:
+    appt = synced_by_webhook(stack, sims)
+    at = (datetime.fromisoformat(appt["updatedAt"].replace("Z", "+00:00")) + timedelta(seconds=5)).astimezone(UTC)
+    stamp = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    sims.post("meetergo", "appointments", {**appt, "isCancelled": True, "updatedAt": stamp,
+                                           "cancel": {"cancelledAt": stamp, "cancelledBy": "attendee",
+                                                      "reason": "no longer needed"}})
+    assert run_reconcile(stack) == 1
+    stack.wait_for_status(appt["id"], "cancelled")
+    assert sims.zoom_meetings() == []
+    assert sims.neetocal_bookings() == []
+
+
+def test_a_failing_user_list_and_a_malformed_appointment_do_not_stop_the_run(stack: Stack, sims: Sims) -> None:
+    good = appointment(days=3)
+    broken = {**appointment(days=4), "end": "not a time"}
+    sims.post("meetergo", "appointments", good)
+    sims.post("meetergo", "appointments", broken)
+    # Reading the hosts fails: an appointment naming a host the service has never seen cannot be resolved now.
+    sims.configure("meetergo", scripted_faults=[{"method": "GET", "path": "/v4/user", "kind": "500", "times": 50}])
+    assert run_reconcile(stack) == 0
+    assert metric(stack, "meetbridge_reconcile_errors_total", reason="users") >= 1
+    assert metric(stack, "meetbridge_reconcile_errors_total", reason="unreadable") >= 1
+    # Once users can be read, the good one is healed and the broken one is still only counted.
+    sims.configure("meetergo", scripted_faults=[])
+    assert run_reconcile(stack) == 1
+    stack.wait_for_status(good["id"], "synced")
+    assert stack.appointment(broken["id"]) is None

@@ -1,0 +1,27 @@
+"""The state layer: key names, and the move from earlier key names."""
+
+from __future__ import annotations
+
+import redis
+
+from workers.state import KEYS, Store
+
+
+def test_each_kind_of_key_has_its_own_namespace() -> None:
+    ids = ["X", "X:events", "X:lock", "X:history", "appt:X"]
+    names = [kind(appointment_id) for appointment_id in ids
+             for kind in (KEYS.appointment, KEYS.events, KEYS.history, KEYS.lock)]
+    assert len(set(names)) == len(names)
+
+
+def test_earlier_key_names_are_moved_once(redis_client: redis.Redis) -> None:
+    store = Store(redis_client)
+    redis_client.zadd(KEYS.appointments, {"a1": 1})
+    redis_client.hset("mb:appt:a1", "status", "synced")
+    redis_client.hset("mb:appt:a1:events", "f1", "{}")
+    redis_client.lpush("mb:appt:a1:history", "{}")
+    assert store.migrate_keys() == 2
+    assert redis_client.hgetall(KEYS.events("a1")) == {"f1": "{}"}
+    assert redis_client.llen(KEYS.history("a1")) == 1
+    assert redis_client.hgetall(KEYS.appointment("a1")) == {"status": "synced"}
+    assert store.migrate_keys() == 0
