@@ -5,7 +5,15 @@ import os
 from meetbridge.config import MAX_WEBHOOK_BODY_BYTES
 from meetbridge.logs import logging_dict
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+
+def _address(host: str, port: str) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# BIND and PORT as the contract names them; METRICS_PORT (when set) serves /metrics on localhost alone.
+bind = [_address(os.environ.get("BIND", "").strip() or "0.0.0.0", os.environ.get("PORT", "").strip() or "8000")]
+if os.environ.get("METRICS_PORT", "").strip():
+    bind.append(_address("127.0.0.1", os.environ["METRICS_PORT"].strip()))
 # Threads absorb slow clients; processes use the cores. WEB_CONCURRENCY is gunicorn's own knob.
 worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))

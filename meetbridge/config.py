@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from urllib.parse import urlsplit
 
 MAX_WEBHOOK_BODY_BYTES = 256 * 1024
 
@@ -43,6 +44,10 @@ STALE_VARIABLES: dict[str, str] = {
         "attendee's NeetoCal booking; hosts find it on their host page (GET /api/hosts/<email>/page) instead. "
         "Remove the variable"),
 }
+
+
+ENVIRONMENTS = ("production", "dev")
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class ConfigError(ValueError):
@@ -99,6 +104,11 @@ class Settings:
     refresh_sweep_seconds: float = 60
     reconcile_seconds: float = 900
     host_link_grace_seconds: int = 86400
+    retention_days: float = 30
+    metrics_token: str | None = None
+    metrics_port: int | None = None
+    meetbridge_env: str = "production"
+    bind: str = "0.0.0.0"
 
     # Beyond the contract.
     zoom_custcreate_hosts: frozenset[str] = field(default_factory=frozenset)
@@ -156,6 +166,11 @@ class Settings:
             refresh_sweep_seconds=reader.float("REFRESH_SWEEP_SECONDS", 60, minimum=0.1),
             reconcile_seconds=reader.float("RECONCILE_SECONDS", 900, minimum=1),
             host_link_grace_seconds=reader.int("HOST_LINK_GRACE_SECONDS", 86400, minimum=0),
+            retention_days=reader.float("RETENTION_DAYS", 30, minimum=0),
+            metrics_token=reader.optional("METRICS_TOKEN"),
+            metrics_port=reader.optional_int("METRICS_PORT"),
+            meetbridge_env=reader.choice("MEETBRIDGE_ENV", "production", ENVIRONMENTS),
+            bind=reader.str("BIND", cls.bind),
             zoom_custcreate_hosts=frozenset(e.lower() for e in reader.list("ZOOM_CUSTCREATE_HOSTS")),
             zoom_plan=plan,
             zoom_light_per_second=reader.float("ZOOM_LIGHT_PER_SECOND", light, minimum=0.1),
@@ -195,7 +210,17 @@ class Settings:
         check_list("SECRET_KEY_FALLBACKS", self.secret_key_fallbacks, MIN_SECRET_KEY_LENGTH)
         check_list("MEETERGO_WEBHOOK_TOKENS", self.webhook_tokens, MIN_TOKEN_LENGTH)
         check("ADMIN_TOKEN", self.admin_token, MIN_TOKEN_LENGTH)
+        check("METRICS_TOKEN", self.metrics_token, MIN_TOKEN_LENGTH)
+        if not self.public_url_allowed:
+            found.append(("PUBLIC_URL", f"PUBLIC_URL must be an https:// URL in production (got {self.public_url}): "
+                          "host links sent over http can be read on the way; http is allowed for localhost and "
+                          "127.0.0.1, or anywhere with MEETBRIDGE_ENV=dev"))
         return found
+
+    @property
+    def public_url_allowed(self) -> bool:
+        parts = urlsplit(self.public_url)
+        return parts.scheme == "https" or self.meetbridge_env == "dev" or parts.hostname in LOOPBACK_HOSTS
 
     def validate(self) -> None:
         """Refuse weak secrets and stale variables, whichever process this is."""
@@ -235,7 +260,7 @@ class Settings:
     def secrets(self) -> list[str]:
         """Values that must never appear in a log line."""
         values = [*self.webhook_tokens, self.meetergo_api_key, self.zoom_client_secret, self.neetocal_api_key,
-                  self.secret_key, *self.secret_key_fallbacks, self.admin_token]
+                  self.secret_key, *self.secret_key_fallbacks, self.admin_token, self.metrics_token]
         return [v for v in values if v and len(v) >= 4]
 
 
@@ -262,6 +287,20 @@ class _Reader:
     def optional_url(self, name: str) -> str | None:
         value = self.optional(name)
         return self._check_url(name, value) if value else None
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.str(name, default).lower()
+        if value not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+        return value
+
+    def optional_int(self, name: str) -> int | None:
+        if self.optional(name) is None:
+            return None
+        value = self.int(name, 0, minimum=1)
+        if value > 65535:
+            raise ConfigError(f"{name} must be a port number (1-65535); got {value}")
+        return value
 
     def int(self, name: str, default: int, minimum: int | None = None) -> int:
         raw = self.optional(name)
@@ -313,12 +352,19 @@ def get_settings() -> Settings:
 
 
 def load_settings(validate: bool = True) -> Settings:
-    """Settings from the environment (and a .env file); `validate=False` lets weak secrets through."""
-    _load_dotenv()
+    """Settings from the environment (and, in development only, a .env file); `validate=False` lets weak secrets
+    through."""
+    if is_dev_environment():
+        load_dotenv()
     return Settings.from_env(validate=validate)
 
 
-def _load_dotenv() -> None:
+def is_dev_environment() -> bool:
+    # Read before the settings exist: a .env file must not be able to switch a production process to dev.
+    return os.environ.get("MEETBRIDGE_ENV", "").strip().lower() == "dev"
+
+
+def load_dotenv() -> None:
     # Development convenience: a .env in the working directory fills in what the environment leaves unset.
     path = os.path.join(os.getcwd(), ".env")
     if not os.path.exists(path):

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from meetbridge.config import ConfigError, Settings
+from meetbridge.config import ConfigError, Settings, is_dev_environment, load_dotenv
 
 ROOT = Path(__file__).resolve().parent.parent
 COLORS = {"web": "\033[36m", "worker": "\033[33m", "beat": "\033[35m"}
@@ -42,7 +42,10 @@ def procfile() -> dict[str, str]:
 
 
 def dev_environment(start_simulators: Callable[[], Any]) -> tuple[dict[str, str], Any]:
-    """The environment the processes get: the caller's, completed with development defaults."""
+    """The environment the processes get: the caller's (and a .env file's), completed with development defaults."""
+    os.environ.setdefault("MEETBRIDGE_ENV", "dev")  # the local runner is development by definition
+    if is_dev_environment():
+        load_dotenv()
     env = dict(os.environ)
     # The Procfile names gunicorn and celery: use the ones installed beside this Python.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])

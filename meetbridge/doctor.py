@@ -83,6 +83,12 @@ def _configuration(settings: Settings) -> Iterator[Check]:
             yield check
     yield Check("MEETERGO_API_KEY", "ok" if settings.meetergo_api_key else "warn",
                 "set" if settings.meetergo_api_key else "not set: no read-back, no reconciliation of lost webhooks")
+    if settings.metrics_port is not None:
+        yield Check("/metrics", "ok", f"served on 127.0.0.1:{settings.metrics_port} only")
+    elif settings.metrics_token:
+        yield Check("/metrics", "ok", "needs METRICS_TOKEN")
+    else:
+        yield Check("/metrics", "warn", "/metrics and /openapi.json are public: set METRICS_TOKEN or METRICS_PORT")
 
 
 def _detail(name: str, message: str) -> str:
@@ -99,12 +105,37 @@ def _redis(services: Services) -> Iterator[Check]:
     yield Check("Redis", "ok", "answers")
     for problem in check_redis(services.redis):
         yield Check("Redis settings", "fail" if "maxmemory-policy is" in problem else "warn", problem)
+    memory = _memory(services)
+    if memory:
+        yield memory
     queued = services.redis.llen(QUEUE)
     dead = services.redis.zcard(KEYS.dead_letter)
     yield Check("queue", "ok", f"{queued} task(s) waiting")
     yield Check("dead letters", "warn" if dead else "ok",
                 f"{dead} failed appointment(s): meetbridge list --status failed" if dead else "none")
     return True
+
+
+# Redis memory one appointment holds while retained (record, events, history, set entries): bench/retention.
+BYTES_PER_APPOINTMENT = 4096
+
+
+def _memory(services: Services) -> Check | None:
+    """Whether maxmemory holds the working set: the appointments retained now, with room to double."""
+    try:
+        limit = int(services.redis.config_get("maxmemory").get("maxmemory") or 0)
+    except redis.ResponseError:
+        return None
+    retained = services.redis.zcard(KEYS.appointments)
+    used = int(services.redis.info("memory").get("used_memory", 0))
+    projected = used + retained * BYTES_PER_APPOINTMENT
+    if not limit:
+        return Check("Redis memory", "warn", f"no maxmemory set; {used // 2**20} MiB used for {retained} "
+                                             "appointment(s): set one so a full Redis refuses writes visibly")
+    level = "warn" if projected > limit else "ok"
+    return Check("Redis memory", level, f"{used // 2**20} MiB of {limit // 2**20} MiB used, {retained} appointment(s) "
+                 f"retained; twice that needs about {projected // 2**20} MiB"
+                 + (": raise maxmemory or lower RETENTION_DAYS" if level == "warn" else ""))
 
 
 def _api(name: str, probe: Callable[[Services], str], services: Services) -> Check:

@@ -7,9 +7,10 @@ for a host who is waiting for it).
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from meetbridge import logs
@@ -39,4 +40,24 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     def http_error(error: HTTPException) -> Any:
         return jsonify(error=error.description or error.name), error.code
 
+    app.before_request(lambda: guard_operator_endpoints(settings))
     return app
+
+
+OPERATOR_PATHS = frozenset({"/metrics", "/openapi.json"})
+
+
+def guard_operator_endpoints(settings: Settings) -> Any:
+    """`/metrics` and `/openapi.json` tell volumes and shapes to whoever asks: behind METRICS_TOKEN, or only on
+    METRICS_PORT (bound to localhost), where nothing else is served."""
+    operator_path = request.path in OPERATOR_PATHS
+    if settings.metrics_port is not None:
+        on_metrics_port = request.environ.get("SERVER_PORT") == str(settings.metrics_port)
+        if operator_path != on_metrics_port:
+            return jsonify(error="not found"), 404
+    if operator_path and settings.metrics_token:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
+                                                                  settings.metrics_token.encode()):
+            return jsonify(error="missing or wrong metrics token"), 401
+    return None

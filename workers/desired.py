@@ -17,8 +17,11 @@ _EPOCH = datetime.min.replace(tzinfo=UTC)
 _KIND_RANK = {"booking_created": 0, "booking_rescheduled": 1, "booking_cancelled": 2, "readback": 3}
 
 
-def _order(event: AppointmentEvent) -> tuple[datetime, int]:
-    return event.effective_at or _EPOCH, _KIND_RANK[event.kind]
+def _order(event: AppointmentEvent) -> tuple[datetime, int, datetime, str]:
+    # Equal times and kinds (meetergo's timestamps are often whole seconds): the one received later wins, and
+    # events received in the same instant are told apart by their content, never by the order Redis lists them.
+    return (event.effective_at or _EPOCH, _KIND_RANK[event.kind], event.received_at or _EPOCH,
+            event.fingerprint())
 
 
 @dataclass(frozen=True)
@@ -101,3 +104,25 @@ def needs_confirmation(events: list[AppointmentEvent]) -> bool:
     """True when the newest word on cancellation is a webhook that meetergo has not confirmed by read-back."""
     verdicts = sorted((e for e in events if e.kind in ("booking_cancelled", "readback")), key=_order)
     return bool(verdicts) and verdicts[-1].kind == "booking_cancelled" and verdicts[-1].cancelled
+
+
+def snapshot(events: list[AppointmentEvent]) -> AppointmentEvent | None:
+    """One event that folds to what `events` fold to, and outranks every one of them: what an appointment's
+    events are compacted into once its meeting is over."""
+    desired = fold(events)
+    if desired is None:
+        return None
+    latest = max((e.effective_at for e in events if e.effective_at), default=None)
+    return AppointmentEvent(
+        kind="readback",
+        appointment_id=desired.appointment_id,
+        occurred_at=latest,
+        received_at=latest,
+        start=desired.start,
+        end=desired.end,
+        hosts=desired.hosts,
+        attendees=(desired.attendee,) if desired.attendee else (),
+        meeting_type=desired.meeting_type,
+        cancelled=desired.cancelled,
+        cancel_reason=desired.cancel_reason,
+    )

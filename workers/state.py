@@ -1,8 +1,8 @@
 """Everything meetbridge keeps in Redis: key names, appointment records, schedules, locks.
 
-Keys are namespaced under `mb:`. Appointment state has no TTL (it must outlive the meeting); caches and
-de-duplication markers do. Multi-step changes that must not interleave run as Lua scripts, so that every
-process (web, workers, beat) sees each change whole.
+Keys are namespaced under `mb:`. An appointment's keys expire RETENTION_DAYS after it ended or was cancelled
+(set at the end of each sync); caches and de-duplication markers have TTLs of their own. Multi-step changes
+that must not interleave run as Lua scripts, so that every process (web, workers, beat) sees each change whole.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
@@ -51,6 +51,8 @@ class Keys:
     redis_restarted_at = f"{prefix}:redis:restarted_at"  # when a process first saw another run_id (epoch s)
     dead_letter = f"{prefix}:dead"  # zset: id -> failed at (epoch s)
     refresh_schedule = f"{prefix}:schedule:refresh"  # zset: id -> start_url refresh due (epoch s)
+    ended_schedule = f"{prefix}:schedule:ended"  # zset: id -> meeting end: drop the start_url, compact events
+    forget_schedule = f"{prefix}:schedule:forget"  # zset: id -> its keys expire: take it out of every set
     deferred_schedule = f"{prefix}:schedule:deferred"  # zset: id -> sync resumes at (epoch s)
     metrics = f"{prefix}:metrics"
     zoom_token = f"{prefix}:zoom:token"
@@ -260,6 +262,8 @@ class Store:
         self.refresh = Schedule(client, keys.refresh_schedule)
         self.deferred = Schedule(client, keys.deferred_schedule)
         self.epoch = RedisEpoch(client, keys)
+        self.ended = Schedule(client, keys.ended_schedule)
+        self.forget = Schedule(client, keys.forget_schedule)
         self._record_delivery = client.register_script(_RECORD_DELIVERY)
         self._release_lock = client.register_script(_RELEASE_LOCK)
         self._extend_lock = client.register_script(_EXTEND_LOCK)
@@ -341,6 +345,53 @@ class Store:
             pipe.lpush(self.keys.history(appointment_id), entry)
             pipe.ltrim(self.keys.history(appointment_id), 0, HISTORY_LENGTH - 1)
             pipe.execute()
+
+    # --- retention --------------------------------------------------------------------------------------
+    def retain(self, appointment_id: str, ends_at: float | None, until: float) -> None:
+        """Keep the appointment's keys until `until` (epoch s), then let Redis drop them; beat's sweep then takes
+        it out of the sets, and at `ends_at` drops its start_url and compacts its events."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for key in (self.keys.appointment(appointment_id), self.keys.events(appointment_id),
+                        self.keys.history(appointment_id)):
+                pipe.expireat(key, max(1, int(until)))
+            pipe.zadd(self.keys.forget_schedule, {appointment_id: until})
+            if ends_at is not None and ends_at < until:
+                pipe.zadd(self.keys.ended_schedule, {appointment_id: ends_at})
+            pipe.execute()
+
+    def forget_everywhere(self, appointment_ids: list[str]) -> None:
+        """Take appointments whose keys are gone (or going) out of every set that lists them."""
+        if not appointment_ids:
+            return
+        with self.client.pipeline(transaction=False) as pipe:
+            for key in (self.keys.appointments, self.keys.dead_letter, self.keys.pending, self.keys.refresh_schedule,
+                        self.keys.deferred_schedule, self.keys.ended_schedule, self.keys.forget_schedule):
+                pipe.zrem(key, *appointment_ids)
+            pipe.execute()
+
+    def close_ended(self, appointment_id: str, compact: Callable[[list[AppointmentEvent]], AppointmentEvent | None]
+                    ) -> None:
+        """The meeting is over: its start_url is no longer needed anywhere, and its events are folded into one
+        (`compact` makes that event), since no late event can change what is done. Optimistic: a delivery
+        arriving meanwhile makes it give up (its sync will retain the appointment again)."""
+        events_key = self.keys.events(appointment_id)
+        with self.client.pipeline() as pipe:
+            try:
+                pipe.watch(events_key)
+                events = [AppointmentEvent.from_dict(json.loads(raw)) for raw in pipe.hvals(events_key)]
+                folded = compact(events) if len(events) > 1 else None
+                ttl = pipe.pttl(events_key)
+                pipe.multi()
+                pipe.hdel(self.keys.appointment(appointment_id), "zoom_start_url", "zoom_start_url_expires_at")
+                if folded is not None:
+                    pipe.delete(events_key)
+                    pipe.hset(events_key, folded.fingerprint(), folded.to_json())
+                    if ttl > 0:
+                        pipe.pexpire(events_key, ttl)
+                pipe.zrem(self.keys.ended_schedule, appointment_id)
+                pipe.execute()
+            except redis.WatchError:
+                pass
 
     def migrate_keys(self) -> int:
         """Move events and history from the keys of earlier versions (`mb:appt:<id>:events`, `…:history`) to

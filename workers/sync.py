@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SPOT_TEXT = "Zoom: the join link is in your booking details."
+LINK_CACHE_SECONDS = 7 * 24 * 3600
 
 
 def meeting_spec(desired: Desired) -> MeetingSpec:
@@ -97,6 +98,9 @@ class AppointmentSync:
         HostPages(self.services).record_sync(self.appointment_id, desired, self.record, outcome)
         self.save(status=outcome, error=None, waiting_reason=None, resume_at=None)
         self.store.clear_failure(self.appointment_id)
+        self.store.note(self.appointment_id, outcome)
+        # Last: every write above may create a key, and each must carry the expiry.
+        retain(self.services, self.appointment_id, _epoch(self.record.ends_at), cancelled=desired.cancelled)
         return outcome
 
     # --- what the appointment is now ---------------------------------------------------------------------
@@ -285,7 +289,9 @@ class AppointmentSync:
         neetocal.open_availability(link)
         if link.spot != "custom":
             neetocal.set_custom_spot(link, SPOT_TEXT)
-        self.services.redis.set(key, json.dumps({"sid": link.sid, "slug": link.slug, "spot": "custom"}))
+        # Cached for a week: a link deleted in NeetoCal meanwhile is found (or made) again after that.
+        self.services.redis.set(key, json.dumps({"sid": link.sid, "slug": link.slug, "spot": "custom"}),
+                                ex=LINK_CACHE_SECONDS)
         return link
 
     # --- cancellation ------------------------------------------------------------------------------------
@@ -331,6 +337,14 @@ class AppointmentSync:
     def note(self, event: str, detail: str) -> None:
         log.info("%s: %s", event, detail)
         self.store.note(self.appointment_id, event, detail)
+
+
+def retain(services: Services, appointment_id: str, ends_at: float | None, *, cancelled: bool = False) -> None:
+    """Keep the appointment's records RETENTION_DAYS past its end, or past now once it is cancelled."""
+    now = time.time()
+    last_use = now if cancelled or ends_at is None else max(now, ends_at)
+    services.store.retain(appointment_id, None if cancelled else ends_at,
+                          last_use + services.settings.retention_days * 86400)
 
 
 def _applied(spec: MeetingSpec) -> dict[str, Any]:

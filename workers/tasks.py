@@ -21,13 +21,14 @@ from meetbridge.config import Settings
 from workers.celery_app import app
 from workers.clients.base import backoff_delay
 from workers.clients.errors import APIError, DailyLimitReached
+from workers.desired import snapshot
 from workers.limits import lock_seconds
 from workers.queue import enqueue_many
 from workers.readback import reconcile as reconcile_with_meetergo
 from workers.services import Services, get_services
-from workers.start_urls import StartUrls, claim_lease
-from workers.state import AppointmentBusy
-from workers.sync import AppointmentSync
+from workers.start_urls import StartUrls, claim_lease, ends_at
+from workers.state import AppointmentBusy, AppointmentRecord
+from workers.sync import AppointmentSync, retain
 
 log = logging.getLogger(__name__)
 
@@ -67,29 +68,28 @@ def run_sync(services: Services, appointment_id: str) -> Outcome:
         return Outcome("busy", retry_in=min(lock_ttl, 0.5 * 2 ** min(attempt, 6)) + random.uniform(0, 0.5))
     except DailyLimitReached as error:
         park(services, appointment_id, error.resume_at.timestamp(), str(error))
-        return _counted(services, appointment_id, Outcome("waiting"))
+        return _counted(services, appointment_id, Outcome("waiting"), record)
     except APIError as error:
         if error.transient and attempt < settings.sync_max_retries:
             delay = backoff_delay(attempt, base=2.0, cap=settings.retry_max_delay_seconds,
                                   retry_after=error.retry_after)
             if delay > settings.retry_max_delay_seconds:
                 park(services, appointment_id, time.time() + delay, f"{error} (asked to wait {delay:.0f}s)")
-                return _counted(services, appointment_id, Outcome("waiting"))
+                return _counted(services, appointment_id, Outcome("waiting"), record)
             store.update(appointment_id, sync_attempts=attempt + 1,
                          error=f"{error}; retry {attempt + 1} of {settings.sync_max_retries} in {delay:.0f}s")
             store.note(appointment_id, "retry", str(error))
             services.metrics.count("meetbridge_retries_total", reason=type(error).__name__)
             return Outcome("retry", retry_in=delay)
         store.mark_failed(appointment_id, str(error))
-        return _counted(services, appointment_id, Outcome("failed"))
+        return _counted(services, appointment_id, Outcome("failed"), record)
     except redis.RedisError:
         raise  # our own state is out of reach: nothing can be recorded, the task goes back to the queue
     except Exception as error:
         # A bug, not the outside world: fail visibly rather than retry it forever.
         log.exception("sync crashed")
         store.mark_failed(appointment_id, f"internal error: {type(error).__name__}: {error}")
-        return _counted(services, appointment_id, Outcome("failed"))
-    store.note(appointment_id, status)
+        return _counted(services, appointment_id, Outcome("failed"), record)
     return _counted(services, appointment_id, Outcome(status))
 
 
@@ -101,9 +101,12 @@ def park(services: Services, appointment_id: str, resume_at: float, reason: str)
     services.store.note(appointment_id, "waiting", reason)
 
 
-def _counted(services: Services, appointment_id: str, outcome: Outcome) -> Outcome:
+def _counted(services: Services, appointment_id: str, outcome: Outcome, record: AppointmentRecord | None = None
+             ) -> Outcome:
     if outcome.status in SETTLED:
         services.store.settled(appointment_id)
+    if outcome.status in ("failed", "waiting"):  # a sync that ends well retains the records itself
+        retain(services, appointment_id, ends_at(record) if record else None)
     services.metrics.count("meetbridge_syncs_total", outcome=outcome.status)
     return outcome
 
@@ -163,6 +166,14 @@ def sweep_schedules(services: Services, now: float | None = None, batch: int = S
         due = store.refresh.claim_due(now, batch, claim_lease(services.settings))
         refreshes += enqueue_many(services.redis, app, REFRESH, [(member,) for member in due])
         if len(due) < batch:
+            break
+    while refreshes_too:
+        over = store.ended.claim_due(now, batch, DEFERRED_CLAIM_LEASE_SECONDS)
+        for appointment_id in over:
+            store.close_ended(appointment_id, snapshot)
+        gone = store.forget.claim_due(now, batch, DEFERRED_CLAIM_LEASE_SECONDS)
+        store.forget_everywhere(gone)
+        if len(over) < batch and len(gone) < batch:
             break
     while True:
         parked = store.deferred.claim_due(now, batch, DEFERRED_CLAIM_LEASE_SECONDS)

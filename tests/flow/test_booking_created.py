@@ -54,7 +54,7 @@ def test_documented_booking_becomes_one_zoom_meeting_and_one_neetocal_booking(st
     assert str(meeting["id"]) in view["zoom"]["join_url"]
     assert booking["form_responses"]["zoom_join_url"] == view["zoom"]["join_url"]
     assert view["neetocal"]["booking_sid"] == booking["sid"]
-    assert view["host_link"].startswith("http://meetbridge.test/h/appt-uuid-12345/")
+    assert view["host_link"].startswith("https://meetbridge.test/h/appt-uuid-12345/")
     assert view["error"] is None
     assert "start_url" not in json.dumps(view).replace("start_url_expires_at", "")
 

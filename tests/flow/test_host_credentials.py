@@ -146,7 +146,7 @@ def test_a_revoked_link_is_gone_and_the_next_one_works(stack: Stack) -> None:
                             timeout=60)
     assert result.returncode == 0, result.stderr
     new_link = result.stdout.strip()
-    assert new_link.startswith("http://meetbridge.test/h/") and new_link != link
+    assert new_link.startswith("https://meetbridge.test/h/") and new_link != link
     assert press_start(stack, link).status_code == 410
     assert press_start(stack, new_link).status_code == 302
     assert stack.appointment(appt["id"])["host_link"] == new_link

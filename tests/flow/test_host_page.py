@@ -117,7 +117,7 @@ def test_page_and_feed_show_the_hosts_live_meetings(stack: Stack) -> None:
 
     links = page_links(stack, JOHN["email"].upper())  # any case names the same host
     assert links["calendar_url"] == links["page_url"] + "/calendar.ics"
-    assert links["page_url"].startswith("http://meetbridge.test/hosts/")
+    assert links["page_url"].startswith("https://meetbridge.test/hosts/")
     assert page_links(stack, JOHN["email"]) == links  # stable until rotated
     _, before = feed_events(fetch(stack, links["calendar_url"]))
     assert set(before) == {uid(first), uid(later), uid(dropped)}

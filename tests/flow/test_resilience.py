@@ -15,6 +15,7 @@ from sandbox import meetergo as meetergo_sim
 from tests.support import RedisServer, Sims, Stack, appointment, future_start, moved, wait_until
 from workers.readback import reconcile
 from workers.services import build_services
+from workers.state import KEYS
 
 
 def host(n: int) -> dict[str, Any]:
@@ -161,8 +162,14 @@ def test_daily_quota_waits_instead_of_spending_requests_that_would_429(make_stac
     assert len(sims.zoom_meetings()) == 5
 
 
+def _is_midnight_soon() -> bool:
+    now = time.gmtime()
+    return now.tm_hour == 23 and now.tm_min == 59
+
+
 @pytest.mark.parametrize("form", ["429", "300"])
-def test_zoom_daily_cap_parks_the_host_until_midnight_while_others_flow(stack: Stack, sims: Sims, form: str) -> None:
+def test_zoom_daily_cap_parks_the_host_until_midnight_while_others_flow(stack: Stack, sims: Sims, form: str,
+                                                                        redis_client: redis.Redis) -> None:
     sims.configure("zoom", host_daily_limit_form=form)
     sims.post("zoom", "quota", {"user": "maria@example.com", "used": 100})  # another app spent Maria's budget
     maria = appointment(host=meetergo_sim.MARIA)
@@ -174,7 +181,9 @@ def test_zoom_daily_cap_parks_the_host_until_midnight_while_others_flow(stack: S
     john = appointment()
     stack.deliver(meetergo_sim.booking_created(john))
     stack.wait_for_status(john["id"], "synced")
-    time.sleep(3)  # a retry loop would have called again by now
+    # Nothing will call for Maria before midnight: her sync is parked in Redis, and no task of hers is queued.
+    assert redis_client.zscore(KEYS.deferred_schedule, maria["id"]) > time.time() + 60 or _is_midnight_soon()
+    assert not [m for m in redis_client.lrange("meetbridge", 0, -1) if maria["id"] in m]
     maria_creates = [r for r in sims.calls("zoom", "POST", "/users/maria@example.com/meetings")]
     assert len(maria_creates) == 1 and maria_creates[0]["status"] == int(form)
     assert stack.appointment(maria["id"])["status"] == "waiting"

@@ -100,6 +100,20 @@ def test_host_link_refreshes_an_expired_start_url_on_the_spot(stack: Stack, sims
     assert meeting["gets"] == 1
 
 
+def test_a_start_url_valid_but_too_close_to_expiry_is_replaced(make_stack, sims: Sims,
+                                                              redis_client: redis.Redis) -> None:
+    sims.configure("zoom", start_url_ttl_seconds=200)  # valid for 200 s: less than the 300 s a host link promises
+    stack = make_stack(HOST_LINK_MIN_VALIDITY_SECONDS=300)
+    [appointment_id] = book(stack, 1)
+    stored, expires_at = stored_start_url(redis_client, appointment_id)
+    assert time.time() < expires_at < time.time() + 300
+    response = open_host_link(stack, stack.appointment(appointment_id)["host_link"])
+    assert response.status_code == 302
+    assert response.headers["Location"] != stored
+    assert sims.zoom_meetings()[0]["gets"] == 1
+    assert "start_url_refreshed" in [e["event"] for e in stack.appointment(appointment_id)["history"]]
+
+
 # --- the refresh schedule ------------------------------------------------------------------------------
 
 TTL, LEAD, SWEEP = 40, 15, 2

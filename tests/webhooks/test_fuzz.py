@@ -27,7 +27,7 @@ ANSWERS = {200, 202, 302, 400, 401, 403, 404, 405, 410, 413, 415, 503}
 
 def service_settings() -> Settings:
     return Settings(redis_url=REDIS_URL, webhook_tokens=(WEBHOOK_TOKEN,), secret_key=SECRET_KEY,
-                    admin_token=ADMIN_TOKEN, public_url="http://meetbridge.test")
+                    admin_token=ADMIN_TOKEN, public_url="https://meetbridge.test")
 
 
 @pytest.fixture(scope="module")
