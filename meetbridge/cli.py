@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import redis
 
 from meetbridge.config import ConfigError, Settings, get_settings
 from meetbridge.logs import mask_url
+
+if TYPE_CHECKING:
+    from meetbridge.doctor import Check
 
 
 def _settings() -> Settings:
@@ -126,6 +129,33 @@ def host_link_command(appointment_id: str, revoke: bool) -> None:
 
 
 @main.command()
+@click.option("--dry-run", is_flag=True, help="Show what would change in meetergo; change nothing.")
+@click.option("--allow-http", is_flag=True, help="Register an http:// PUBLIC_URL (local tests only).")
+def connect(dry_run: bool, allow_http: bool) -> None:
+    """Register the webhook in meetergo (one of ours, reused or repaired) and check Zoom, NeetoCal, meetergo."""
+    from meetbridge.connect import connect as run_connect
+
+    services = _services()
+    if dry_run:
+        click.echo("dry run: nothing is changed in meetergo")
+    problems = 0
+    try:
+        for check in run_connect(services, dry_run=dry_run, allow_http=allow_http):
+            _echo_check(check)
+            problems += check.level == "fail"
+    finally:
+        services.close()
+    if problems:
+        raise click.ClickException(f"{problems} thing(s) to fix before meetbridge is connected")
+    click.echo("connected: meetergo delivers to meetbridge, and Zoom, NeetoCal and meetergo are ready")
+
+
+def _echo_check(check: Check) -> None:
+    mark = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}[check.level]
+    click.echo(f"[{mark}] {check.name}: {check.detail}")
+
+
+@main.command()
 def doctor() -> None:
     """Check Redis, credentials and each API, and say what is wrong."""
     from meetbridge.doctor import checks_from_environment
@@ -133,8 +163,7 @@ def doctor() -> None:
     problems = 0
     # Weak or stale settings are reported as FAIL lines, and the rest is still checked.
     for check in checks_from_environment():
-        mark = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}[check.level]
-        click.echo(f"[{mark}] {check.name}: {check.detail}")
+        _echo_check(check)
         problems += check.level == "fail"
     if problems:
         raise click.ClickException(f"{problems} problem(s) found")

@@ -47,6 +47,9 @@ STALE_VARIABLES: dict[str, str] = {
 
 
 ENVIRONMENTS = ("production", "dev")
+# NeetoCal API versions the client speaks, named by the last segment of NEETOCAL_API_URL. v1 is deprecated
+# ("This endpoint is part of API v1, which is deprecated. Please use the v2 API instead.") but still served.
+NEETOCAL_API_VERSIONS = ("v1", "v2")
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -83,6 +86,10 @@ def secret_weakness(value: str, minimum: int) -> str | None:
 class Settings:
     port: int = 8000
     redis_url: str = "redis://localhost:6379/0"
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = "mymaster"
+    redis_sentinel_password: str | None = None
+    redis_min_replicas_ack: int = 0
     webhook_tokens: tuple[str, ...] = ()
     meetergo_api_url: str = "https://api.meetergo.com"
     meetergo_api_key: str | None = None
@@ -95,6 +102,7 @@ class Settings:
     neetocal_api_url: str | None = None
     neetocal_api_key: str | None = None
     neetocal_join_url_field: str = "zoom_join_url"
+    neetocal_template_id: str | None = None
     public_url: str = "http://localhost:8000"
     secret_key: str | None = None
     secret_key_fallbacks: tuple[str, ...] = ()
@@ -145,6 +153,10 @@ class Settings:
         settings = cls(
             port=port,
             redis_url=reader.str("REDIS_URL", cls.redis_url),
+            redis_sentinels=reader.addresses("REDIS_SENTINELS"),
+            redis_sentinel_master=reader.str("REDIS_SENTINEL_MASTER", cls.redis_sentinel_master),
+            redis_sentinel_password=reader.optional("REDIS_SENTINEL_PASSWORD"),
+            redis_min_replicas_ack=reader.int("REDIS_MIN_REPLICAS_ACK", 0, minimum=0),
             webhook_tokens=reader.list("MEETERGO_WEBHOOK_TOKENS"),
             meetergo_api_url=reader.url("MEETERGO_API_URL", cls.meetergo_api_url),
             meetergo_api_key=reader.optional("MEETERGO_API_KEY"),
@@ -154,9 +166,10 @@ class Settings:
             zoom_account_id=reader.optional("ZOOM_ACCOUNT_ID"),
             zoom_client_id=reader.optional("ZOOM_CLIENT_ID"),
             zoom_client_secret=reader.optional("ZOOM_CLIENT_SECRET"),
-            neetocal_api_url=reader.optional_url("NEETOCAL_API_URL"),
+            neetocal_api_url=reader.neetocal_url("NEETOCAL_API_URL"),
             neetocal_api_key=reader.optional("NEETOCAL_API_KEY"),
             neetocal_join_url_field=reader.str("NEETOCAL_JOIN_URL_FIELD", cls.neetocal_join_url_field),
+            neetocal_template_id=reader.optional("NEETOCAL_TEMPLATE_ID"),
             public_url=reader.url("PUBLIC_URL", f"http://localhost:{port}"),
             secret_key=reader.optional("SECRET_KEY"),
             secret_key_fallbacks=reader.list("SECRET_KEY_FALLBACKS"),
@@ -254,12 +267,18 @@ class Settings:
         return bool(self.neetocal_api_url and self.neetocal_api_key)
 
     @property
+    def neetocal_api_version(self) -> str:
+        """"v1" or "v2" (checked when read): the API the URL names; v2 when no URL is set."""
+        return neetocal_version(self.neetocal_api_url) or "v2"
+
+    @property
     def meetergo_readback(self) -> bool:
         return bool(self.meetergo_api_key)
 
     def secrets(self) -> list[str]:
         """Values that must never appear in a log line."""
-        values = [*self.webhook_tokens, self.meetergo_api_key, self.zoom_client_secret, self.neetocal_api_key,
+        values = [*self.webhook_tokens, self.redis_sentinel_password, self.meetergo_api_key, self.zoom_client_secret,
+                  self.neetocal_api_key,
                   self.secret_key, *self.secret_key_fallbacks, self.admin_token, self.metrics_token]
         return [v for v in values if v and len(v) >= 4]
 
@@ -287,6 +306,24 @@ class _Reader:
     def optional_url(self, name: str) -> str | None:
         value = self.optional(name)
         return self._check_url(name, value) if value else None
+
+    def neetocal_url(self, name: str) -> str | None:
+        """The NeetoCal base URL, which must end in the API version it speaks (…/api/external/v2 or …/v1)."""
+        value = self.optional_url(name)
+        if value is not None and neetocal_version(value) is None:
+            raise ConfigError(f"{name} must end in the API version, /v2 (current) or /v1 (deprecated), e.g. "
+                              f"https://acme.neetocal.com/api/external/v2; got {value!r}")
+        return value
+
+    def addresses(self, name: str) -> tuple[tuple[str, int], ...]:
+        """`host:port,host:port` (IPv6 as `[::1]:26379`)."""
+        found = []
+        for item in self.list(name):
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(f"{name} must be comma-separated host:port pairs; got {item!r}")
+            found.append((host.strip("[]"), int(port)))
+        return tuple(found)
 
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
         value = self.str(name, default).lower()
@@ -343,6 +380,12 @@ class _Reader:
         if minimum is not None and value < minimum:
             raise ConfigError(f"{name} must be at least {minimum}; got {value}")
         return value
+
+
+def neetocal_version(url: str | None) -> str | None:
+    """The NeetoCal API version a base URL names by its last path segment, or None."""
+    segment = urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1] if url else ""
+    return segment if segment in NEETOCAL_API_VERSIONS else None
 
 
 @lru_cache(maxsize=1)

@@ -121,14 +121,24 @@ def wait_ready(base_url: str, processes: Processes, timeout: float = 60) -> None
     raise RuntimeError(f"the web process did not become ready at {base_url}")
 
 
-def book_demo(env: dict[str, str], base_url: str) -> str:
-    """Register meetbridge as meetergo's webhook and book an appointment for tomorrow, as a visitor would."""
+def connect(env: dict[str, str]) -> None:
+    """`meetbridge connect`, as an operator runs it after deploying: it registers the webhook in the meetergo
+    simulator (PUBLIC_URL is http://localhost here, hence --allow-http) and checks the simulated Zoom and
+    NeetoCal. Its checklist is shown; anything it cannot fix stops the demo."""
+    say("meetbridge connect --allow-http")
+    result = subprocess.run([sys.executable, "-m", "meetbridge.cli", "connect", "--allow-http"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=60)
+    for line in (result.stdout + result.stderr).splitlines():
+        say(f"  {line}")
+    if result.returncode != 0:
+        raise RuntimeError("meetbridge connect found something to fix (see above)")
+
+
+def book_demo(env: dict[str, str]) -> str:
+    """Book an appointment for tomorrow through meetergo's booking API, as a visitor would: meetergo then
+    delivers booking_created to the webhook `connect` registered."""
     meetergo = httpx.Client(base_url=env["MEETERGO_API_URL"], timeout=10,
                             headers={"Authorization": f"Bearer {env['MEETERGO_API_KEY']}"})
-    token = env["MEETERGO_WEBHOOK_TOKENS"].split(",")[0]
-    meetergo.post("/webhooks", json={
-        "endpoint": f"{base_url}/webhooks/meetergo?token={token}", "description": "meetbridge (dev)",
-        "eventTypes": ["booking_created", "booking_rescheduled", "booking_cancelled"]}).raise_for_status()
     start = (datetime.now(UTC) + timedelta(days=1)).replace(hour=14, minute=0, second=0, microsecond=0)
     booked = meetergo.post("/v4/booking", json={
         "meetingTypeId": "mt-uuid-456", "start": start.isoformat(), "hostIds": ["host-uuid-123"],
@@ -137,6 +147,14 @@ def book_demo(env: dict[str, str], base_url: str) -> str:
     })
     booked.raise_for_status()
     return booked.json()["appointmentId"]
+
+
+def show_deliveries(meetergo_url: str, appointment_id: str) -> None:
+    """What the meetergo simulator delivered for the appointment, and where to (its log redacts the token)."""
+    deliveries = httpx.get(f"{meetergo_url}/_sandbox/deliveries", timeout=5).json()["deliveries"]
+    for delivery in deliveries:
+        if delivery["appointment_id"] == appointment_id:
+            say(f"meetergo delivered {delivery['webhookType']} to {delivery['endpoint']}: {delivery['status']}")
 
 
 def follow(base_url: str, admin_token: str, appointment_id: str, timeout: float = 60) -> dict[str, Any]:
@@ -176,10 +194,13 @@ def run(demo: bool = True, exit_after_demo: bool = False) -> int:
             processes.start(name, command)
         wait_ready(base_url, processes)
         say(f"meetbridge is up at {base_url}  (admin token: {env['ADMIN_TOKEN']})")
+        if sandbox:
+            connect(env)
         if demo and sandbox:
-            appointment_id = book_demo(env, base_url)
+            appointment_id = book_demo(env)
             say(f"booked demo appointment {appointment_id} in the meetergo simulator; following it:")
             view = follow(base_url, env["ADMIN_TOKEN"], appointment_id)
+            show_deliveries(env["MEETERGO_API_URL"], appointment_id)
             say(f"demo appointment is {view['status']}: Zoom meeting {view['zoom']['meeting_id']}, "
                 f"NeetoCal booking {view['neetocal']['booking_sid']}")
             say(f"host link: {view['host_link']}")

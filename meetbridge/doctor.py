@@ -11,6 +11,8 @@ import redis
 from meetbridge.config import GENERATE_HINT, STALE_VARIABLES, ConfigError, Settings, load_settings
 from meetbridge.logs import mask_url
 from workers.clients.errors import APIError, AuthError, NotFound
+from workers.clients.neetocal import join_url_dropped_warning
+from workers.clients.zoom import missing_scopes
 from workers.durability import check_redis
 from workers.queue import QUEUE
 from workers.services import Services, build_services
@@ -44,7 +46,13 @@ def run_checks(settings: Settings) -> Iterator[Check]:
         if not redis_ok:
             return  # every API client shares state through Redis
         for name, probe in (("Zoom", _zoom), ("NeetoCal", _neetocal), ("meetergo", _meetergo)):
-            yield _api(name, probe, services)
+            check = _api(name, probe, services)
+            yield check
+            if name == "Zoom" and check.level == "ok":  # a refused token has no scopes to look at
+                yield zoom_scopes(services)
+        if settings.neetocal_configured:
+            yield neetocal_template(services)
+            yield _join_url_dropped(services)
     finally:
         services.close()
 
@@ -103,6 +111,8 @@ def _redis(services: Services) -> Iterator[Check]:
         yield Check("Redis", "fail", f"{mask_url(services.settings.redis_url)} does not answer: {error}")
         return False
     yield Check("Redis", "ok", "answers")
+    if services.settings.redis_sentinels:
+        yield _topology(services)
     for problem in check_redis(services.redis):
         yield Check("Redis settings", "fail" if "maxmemory-policy is" in problem else "warn", problem)
     memory = _memory(services)
@@ -114,6 +124,28 @@ def _redis(services: Services) -> Iterator[Check]:
     yield Check("dead letters", "warn" if dead else "ok",
                 f"{dead} failed appointment(s): meetbridge list --status failed" if dead else "none")
     return True
+
+
+def _topology(services: Services) -> Check:
+    """The primary the sentinels name, how many of them agree, and the primary's replicas."""
+    settings = services.settings
+    answers: dict[str, list[str]] = {}
+    for host, port in settings.redis_sentinels:
+        try:
+            sentinel = redis.Redis(host=host, port=port, password=settings.redis_sentinel_password,
+                                   socket_timeout=2, socket_connect_timeout=2, decode_responses=True)
+            address = sentinel.sentinel_get_master_addr_by_name(settings.redis_sentinel_master)
+            answers.setdefault(f"{address[0]}:{address[1]}" if address else "none", []).append(f"{host}:{port}")
+        except redis.RedisError:
+            answers.setdefault("unreachable", []).append(f"{host}:{port}")
+    named = {k: v for k, v in answers.items() if k not in ("none", "unreachable")}
+    primary = max(named, key=lambda k: len(named[k])) if named else None
+    replicas = services.redis.info("replication").get("connected_slaves", 0)
+    agree = len(named.get(primary, [])) if primary else 0
+    level = "ok" if primary and agree > len(settings.redis_sentinels) // 2 and replicas else "warn"
+    return Check("Redis topology", level, f"primary {primary or 'unknown'} ({settings.redis_sentinel_master}), "
+                 f"{replicas} replica(s), {agree} of {len(settings.redis_sentinels)} sentinel(s) agree"
+                 + ("".join(f"; {k}: {', '.join(v)}" for k, v in answers.items() if k != primary)))
 
 
 # Redis memory one appointment holds while retained (record, events, history, set entries): bench/retention.
@@ -154,9 +186,62 @@ def _zoom(services: Services) -> str:
     return "token issued and accepted"
 
 
+def zoom_scopes(services: Services) -> Check:
+    """Whether a new Zoom token holds the scopes of every call meetbridge makes; the missing ones are named.
+
+    A new token, not the shared one: that may predate a change of the app's scopes (and several tokens may be
+    live at once, so asking for another revokes nothing)."""
+    try:
+        grant = services.zoom.auth.fresh_grant()
+    except AuthError as error:
+        return Check("Zoom scopes", "fail", f"credentials refused: {error}")
+    except APIError as error:
+        return Check("Zoom scopes", "fail", str(error))
+    if not isinstance(grant.get("scope"), str):
+        return Check("Zoom scopes", "warn", "the token answer names no scopes; cannot tell what the app may do")
+    missing = missing_scopes(grant["scope"])
+    if missing:
+        return Check("Zoom scopes", "fail", f"the token lacks {', '.join(missing)}: add "
+                     f"{'it' if len(missing) == 1 else 'them'} under Scopes in the "
+                     "Server-to-Server OAuth app (Zoom App Marketplace, Manage), then drop the cached token "
+                     f"(redis-cli DEL {KEYS.zoom_token})")
+    return Check("Zoom scopes", "ok", "a new token may create, update, delete, read and list meetings")
+
+
 def _neetocal(services: Services) -> str:
     services.neetocal.request("GET", "meetings", operation="doctor", params={"page_size": 1})
     return "API key accepted"
+
+
+def neetocal_template(services: Services) -> Check:
+    """NEETOCAL_TEMPLATE_ID names a scheduling-link template (v2: `GET /meeting-templates/{id}`; v1: found in
+    `GET /meeting_templates`). Its booking-form questions cannot be read: no documented call lists them."""
+    settings = services.settings
+    name, field = "NEETOCAL_TEMPLATE_ID", settings.neetocal_join_url_field
+    if not settings.neetocal_template_id:
+        return Check(name, "warn", f"not set: links get NeetoCal's default booking form; unless it has a "
+                     f"short-text question with field code {field}, NeetoCal drops the join URL (README: "
+                     "Connect the real services, NeetoCal)")
+    try:
+        template = services.neetocal.get_template(settings.neetocal_template_id)
+    except APIError as error:
+        return Check(name, "fail", str(error))
+    if template is None:
+        return Check(name, "fail", f"{settings.neetocal_template_id} is not a scheduling-link template in this "
+                     "workspace: copy the id of one from NeetoCal's scheduling-link templates")
+    if not template.is_template:
+        return Check(name, "fail", f"{settings.neetocal_template_id} is a scheduling link, not a template")
+    return Check(name, "ok", f"template {template.name or template.id}; its booking form needs a short-text "
+                 f"question with field code {field} (the API cannot list questions: check it in NeetoCal)")
+
+
+def _join_url_dropped(services: Services) -> Check:
+    count, recent = services.store.join_url_dropped()
+    if not count:
+        return Check("NeetoCal join URL", "ok", "every NeetoCal booking checked carries the join URL")
+    return Check("NeetoCal join URL", "fail",
+                 f"{count} appointment(s) (e.g. {', '.join(recent)}): "
+                 + join_url_dropped_warning(services.settings.neetocal_join_url_field))
 
 
 def _meetergo(services: Services) -> str:

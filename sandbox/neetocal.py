@@ -1,8 +1,11 @@
-"""NeetoCal v1 simulator: scheduling links ("meetings"), their availability and spots, and bookings.
+"""NeetoCal simulator, v2 and the deprecated v1 over one state: scheduling links ("meetings"), their templates,
+availability and spots, and bookings.
 
 The booking rules are the ones the service must get right: 12-hour `slot_start_time`, the slot read in
 the booking's `time_zone`, start on the link's increment, inside the link's availability (in the
 availability's own zone), in the future, and not overlapping another confirmed booking of the host.
+v2 folds reschedule and cancel into `PATCH /bookings/{id}` and answers the v1-only routes 404; where the v2
+reference and NeetoCal's CLI disagree, a config key picks the side (sandbox/SPEC.md).
 """
 
 from __future__ import annotations
@@ -12,11 +15,12 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 from flask import Flask, Response, request
 
-from sandbox.control import ConfigKey, SandboxControl, integer, json_response, text
+from sandbox.control import ConfigKey, SandboxControl, boolean, integer, json_response, text
 from sandbox.util import (
     BodyError,
     SlidingWindow,
@@ -35,7 +39,19 @@ PUBLIC_URL = "https://neetocal.sandbox"
 CONFIG_KEYS: dict[str, ConfigKey] = {
     "api_key": ConfigKey(DEFAULT_API_KEY, text()),
     "rate_limit_per_second": ConfigKey(None, integer(minimum=1, nullable=True)),
+    # The docs are silent on a form_responses key no question of the form has: kept (default) or dropped.
+    "drop_unknown_form_responses": ConfigKey(False, boolean()),
+    # v2 reference vs NeetoCal's CLI: the reference's side is the default.
+    "v2_booking_update_method": ConfigKey("PATCH", text(("PATCH", "PUT"))),
+    "v2_spot_text_field": ConfigKey("spot_custom_text", text(("spot_custom_text", "custom_text"))),
+    "v2_slot_time_format": ConfigKey("12h", text(("12h", "24h"))),
 }
+V1 = "/api/external/v1"
+V2 = "/api/external/v2"
+# The questions of a link made without a template (the attendee's name and email, as NeetoCal's form has).
+DEFAULT_QUESTIONS = ("name", "email")
+# Copied from a template into a link made from it, unless the request gives its own value.
+TEMPLATE_FIELDS = ("name", "description", "kind", "duration", "start_time_increment", "spot", "spot_custom_text")
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 KINDS = ("one_on_one", "round_robin", "multihost", "grouped")
@@ -50,6 +66,9 @@ SPOT_TYPES = (
     "custom",
     "phone_call",
 )
+# The CLI's names of the spot texts (neeto-cal-cli internal/commands/meetings_spots.go).
+CLI_SPOT_FIELDS = {"spot_custom_text": "custom_text", "spot_phone_call_number": "phone_number",
+                   "spot_in_person_location": "location"}
 # The text a spot type needs, per the create-spot page.
 SPOT_DETAIL_FIELD = {
     "phone_call": "spot_phone_call_number",
@@ -61,6 +80,7 @@ SLOT_TAKEN = "The selected slot is no longer available"
 ALREADY_CANCELLED = "Booking is already cancelled"
 
 _SLOT_TIME = re.compile(r"^(0[1-9]|1[0-2]):([0-5][0-9]) (AM|PM)$")
+_SLOT_TIME_24H = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 # Availability accepts "09:00 AM" and "09:00AM".
 _PERIOD_TIME = re.compile(r"^(0[1-9]|1[0-2]):([0-5][0-9]) ?(AM|PM)$")
 _SLOT_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -135,10 +155,35 @@ class _Link:
     is_multiple_spots_allowed: bool = False
     is_multiple_durations_allowed: bool = False
     spots: list[dict[str, Any]] = field(default_factory=list)
+    template_id: str | None = None
+    questions: list[str] = field(default_factory=lambda: list(DEFAULT_QUESTIONS))  # field codes on its form
     time_zone: str = "UTC"
     periods: list[_Period] = field(default_factory=lambda: list(DEFAULT_PERIODS))
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass
+class _Template:
+    """A scheduling-link template, with the booking-form questions (field codes) links made from it copy."""
+
+    id: str
+    sid: str
+    name: str
+    slug: str
+    values: dict[str, Any]
+    questions: list[dict[str, Any]]
+    created_at: datetime = field(default_factory=utcnow)
+
+    @property
+    def field_codes(self) -> list[str]:
+        return [*DEFAULT_QUESTIONS, *(q["field_code"] for q in self.questions if q["field_code"] not in
+                                     DEFAULT_QUESTIONS)]
+
+    def view(self) -> dict[str, Any]:
+        return {"id": self.id, "sid": self.sid, "name": self.name, "slug": self.slug, "is_template": True,
+                **self.values, "questions": [dict(q) for q in self.questions],
+                "created_at": iso_millis(self.created_at), "updated_at": iso_millis(self.created_at)}
 
 
 @dataclass
@@ -167,6 +212,7 @@ class _Booking:
 @dataclass
 class _NeetoCalState:
     links: list[_Link] = field(default_factory=list)
+    templates: list[_Template] = field(default_factory=list)
     bookings: list[_Booking] = field(default_factory=list)
     window: SlidingWindow = field(default_factory=lambda: SlidingWindow(1.0))
 
@@ -254,24 +300,43 @@ class NeetoCalSimulator:
 
     def register(self, app: Flask) -> None:
         self.control.install(app)
-        base = "/api/external/v1"
-        routes: list[tuple[str, Callable[..., Response], list[str]]] = [
-            (f"{base}/meetings", self.create_link, ["POST"]),
-            (f"{base}/meetings", self.list_links, ["GET"]),
-            (f"{base}/meetings/<sid>", self.get_link, ["GET"]),
-            (f"{base}/meetings/<sid>", self.update_link, ["PATCH"]),
-            (f"{base}/meetings/<sid>/availability", self.set_availability, ["POST"]),
-            (f"{base}/meetings/<sid>/spots", self.create_spot, ["POST"]),
-            (f"{base}/bookings", self.create_booking, ["POST"]),
-            (f"{base}/bookings", self.list_bookings, ["GET"]),
-            (f"{base}/bookings/<sid>", self.get_booking, ["GET"]),
-            (f"{base}/bookings/<sid>", self.reschedule_booking, ["PATCH"]),
-            (f"{base}/bookings/<sid>/cancel", self.cancel_booking, ["POST"]),
-            ("/_sandbox/bookings", self.sandbox_bookings, ["GET"]),
-            ("/_sandbox/meetings", self.sandbox_links, ["GET"]),
+        # Both versions, one state. Each v1-only route (POST …/availability, PATCH-as-reschedule and POST
+        # …/cancel on bookings, GET /meeting_templates) has no v2 rule, so v2 answers it 404.
+        shared: list[tuple[str, Callable[..., Response], list[str]]] = [
+            ("/meetings", self.create_link, ["POST"]),
+            ("/meetings", self.list_links, ["GET"]),
+            ("/meetings/<sid>", self.get_link, ["GET"]),
+            ("/meetings/<sid>", self.update_link, ["PATCH"]),
+            ("/bookings", self.create_booking, ["POST"]),
+            ("/bookings", self.list_bookings, ["GET"]),
+            ("/bookings/<sid>", self.get_booking, ["GET"]),
         ]
-        for rule, view, methods in routes:
-            app.add_url_rule(rule, f"{view.__name__}_{methods[0].lower()}", view, methods=methods)
+        v1_only: list[tuple[str, Callable[..., Response], list[str]]] = [
+            ("/meetings/<sid>/availability", self.set_availability, ["POST"]),
+            ("/meetings/<sid>/spots", partial(self.create_spot, version="v1"), ["POST"]),
+            ("/bookings/<sid>", self.reschedule_booking, ["PATCH"]),
+            ("/bookings/<sid>/cancel", self.cancel_booking, ["POST"]),
+            ("/meeting_templates", self.list_templates, ["GET"]),
+        ]
+        v2_only: list[tuple[str, Callable[..., Response], list[str]]] = [
+            ("/meetings/<sid>/availabilities", self.set_availability, ["PATCH"]),
+            ("/meetings/<sid>/spots", partial(self.create_spot, version="v2"), ["POST"]),
+            # Both methods reach the view; it answers 405 to the one `v2_booking_update_method` does not name.
+            ("/bookings/<sid>", self.update_booking, ["PATCH", "PUT"]),
+            ("/meeting-templates", self.list_templates, ["GET"]),
+            ("/meeting-templates/<template_id>", self.get_template, ["GET"]),
+        ]
+        rules = [(V1, *route) for route in shared + v1_only] + [(V2, *route) for route in shared + v2_only]
+        rules += [
+            ("", "/_sandbox/bookings", self.sandbox_bookings, ["GET"]),
+            ("", "/_sandbox/meetings", self.sandbox_links, ["GET"]),
+            ("", "/_sandbox/templates", self.sandbox_add_template, ["POST"]),
+            ("", "/_sandbox/templates", self.sandbox_templates, ["GET"]),
+        ]
+        for prefix, rule, view, methods in rules:
+            name = getattr(view, "__name__", None) or view.func.__name__  # type: ignore[attr-defined]
+            endpoint = f"{prefix.rsplit('/', 1)[-1] or 'sandbox'}_{name}_{rule}_{methods[0].lower()}"
+            app.add_url_rule(prefix + rule, endpoint, view, methods=methods)
 
     # ----------------------------------------------------------------------- pipeline
 
@@ -301,6 +366,14 @@ class NeetoCalSimulator:
         with self.control.lock:
             if self._link_by_slug(body["slug"]) is not None:
                 return _error(422, "Slug has already been taken")
+            template = None
+            if not _blank(body.get("template_id")):
+                template = self._template(body["template_id"])
+                if template is None:  # the docs name no error for this: a 404 like every unknown id
+                    return _error(404, "Meeting template not found")
+                # "All template configuration values are automatically copied"; "Values you provide in the
+                # same request override the template values" (neetocal-create-scheduling-link.txt).
+                body = {**template.values, **body}
             link = _Link(
                 id=str(uuid.uuid4()),
                 sid=self._unused_sid(),
@@ -310,6 +383,8 @@ class NeetoCalSimulator:
                 duration=body["duration"],
             )
             _apply_link_fields(link, body)
+            if template is not None:
+                link.template_id, link.questions = template.id, template.field_codes
             self.state.links.append(link)
             self.control.mark_applied()
             return json_response(
@@ -378,7 +453,7 @@ class NeetoCalSimulator:
                 {"message": "Availability updated successfully", "meeting": _link_view(link)}, 200
             )
 
-    def create_spot(self, sid: str) -> Response:
+    def create_spot(self, sid: str, version: str) -> Response:
         body = self._preflight(needs_body=True)
         if isinstance(body, Response):
             return body
@@ -386,6 +461,9 @@ class NeetoCalSimulator:
             link = self._link_by_sid(sid)
             if link is None:
                 return _error(404, "Meeting not found")
+            if version == "v2" and self.control.get("v2_spot_text_field") == "custom_text":
+                # NeetoCal's CLI names the texts custom_text / phone_number / location (meetings_spots.go).
+                body = {**body, **{documented: body.get(cli) for documented, cli in CLI_SPOT_FIELDS.items()}}
             problems = _spot_errors(body)
             if problems:
                 return _errors(problems)
@@ -407,7 +485,7 @@ class NeetoCalSimulator:
             link = self._link_by_slug(body["meeting_slug"])
             if link is None:
                 return _error(404, "Meeting not found")
-            slot = _requested_slot(body, link)
+            slot = _requested_slot(body, link, self._clock())
             if isinstance(slot, Response):
                 return slot
             if not isinstance(body.get("form_responses", {}), dict):
@@ -425,7 +503,7 @@ class NeetoCalSimulator:
                 starts_at=slot[0],
                 ends_at=slot[1],
                 time_zone=body["time_zone"],
-                form_responses=dict(body.get("form_responses") or {}),
+                form_responses=self._kept_answers(link, body.get("form_responses") or {}),
                 preferred_meeting_spot=body.get("preferred_meeting_spot"),
             )
             self.state.bookings.append(booking)
@@ -458,47 +536,124 @@ class NeetoCalSimulator:
             return json_response(_booking_view(booking), 200)
 
     def reschedule_booking(self, sid: str) -> Response:
+        """v1 `PATCH /bookings/{sid}`: name, email, slot_date, slot_start_time and time_zone all required."""
         body = self._preflight(needs_body=True)
         if isinstance(body, Response):
             return body
         with self.control.lock:
-            booking = self._booking_by_sid(sid)
-            if booking is None:
-                return _error(404, "Booking not found")
-            if booking.status == "cancelled":
-                return _error(422, ALREADY_CANCELLED)
-            problems = _missing(body, ("name", "email", "slot_date", "slot_start_time", "time_zone"))
-            if problems:
-                return _errors(problems)
-            slot = _requested_slot(body, booking.link)
-            if isinstance(slot, Response):
-                return slot
-            if not _slot_is_offered(booking.link, slot[0]) or self._host_busy(
-                booking.host_email, *slot, booking
-            ):
-                return _error(422, SLOT_TAKEN)
-            booking.starts_at, booking.ends_at = slot
-            booking.name, booking.email, booking.time_zone = body["name"], body["email"], body["time_zone"]
-            booking.reschedule_reason = body.get("reschedule_reason")
-            booking.updated_at = utcnow()
-            self.control.mark_applied()
-            return json_response(_booking_view(booking), 200)
+            return self._reschedule(sid, body, ("name", "email", "slot_date", "slot_start_time", "time_zone"))
+
+    def update_booking(self, sid: str) -> Response:
+        """v2 `PATCH /bookings/{booking_id}`: "use `status` for approve/reject/cancel, and `slot_date`,
+        `slot_start_time`, and `time_zone` to reschedule" (api/bookings/update)."""
+        if request.method != self.control.get("v2_booking_update_method"):
+            return _error(405, "Method not allowed")
+        body = self._preflight(needs_body=True)
+        if isinstance(body, Response):
+            return body
+        with self.control.lock:
+            status = body.get("status")
+            if status == "cancelled":
+                return self._cancel(sid, body, json_response)
+            if status is not None:  # approve / reject: the sandbox has no bookings awaiting approval
+                return _error(422, f"Booking cannot be {status}")
+            return self._reschedule(sid, body, ("slot_date", "slot_start_time", "time_zone"))
+
+    def _reschedule(self, sid: str, body: dict[str, Any], required: Sequence[str]) -> Response:
+        booking = self._booking_by_sid(sid)
+        if booking is None:
+            return _error(404, "Booking not found")
+        if booking.status == "cancelled":
+            return _error(422, ALREADY_CANCELLED)
+        problems = _missing(body, required)
+        if problems:
+            return _errors(problems)
+        checked = {"name": booking.name, "email": booking.email, **body}  # v2: both optional overrides
+        slot = _requested_slot(checked, booking.link, self._clock())
+        if isinstance(slot, Response):
+            return slot
+        if not _slot_is_offered(booking.link, slot[0]) or self._host_busy(booking.host_email, *slot, booking):
+            return _error(422, SLOT_TAKEN)
+        booking.starts_at, booking.ends_at = slot
+        booking.name, booking.email, booking.time_zone = checked["name"], checked["email"], body["time_zone"]
+        booking.reschedule_reason = body.get("reschedule_reason")
+        booking.updated_at = utcnow()
+        self.control.mark_applied()
+        return json_response(_booking_view(booking), 200)
 
     def cancel_booking(self, sid: str) -> Response:
+        """v1 `POST /bookings/{sid}/cancel`."""
         body = self._preflight(needs_body=True)
         if isinstance(body, Response):
             return body
         with self.control.lock:
-            booking = self._booking_by_sid(sid)
-            if booking is None:
-                return _error(404, "Booking not found")
-            if booking.status == "cancelled":
-                return _error(422, ALREADY_CANCELLED)
-            booking.status = "cancelled"
-            booking.cancel_reason = body.get("cancel_reason")
-            booking.updated_at = utcnow()
-            self.control.mark_applied()
-            return json_response({"message": "Booking cancelled successfully"}, 200)
+            return self._cancel(sid, body, lambda _view, status: json_response(
+                {"message": "Booking cancelled successfully"}, status))
+
+    def _cancel(self, sid: str, body: dict[str, Any], answer: Callable[[dict[str, Any], int], Response]
+                ) -> Response:
+        booking = self._booking_by_sid(sid)
+        if booking is None:
+            return _error(404, "Booking not found")
+        if booking.status == "cancelled":
+            return _error(422, ALREADY_CANCELLED)
+        booking.status = "cancelled"
+        booking.cancel_reason = body.get("cancel_reason")
+        booking.updated_at = utcnow()
+        self.control.mark_applied()
+        # v2 does not document this answer; the sandbox gives the booking, as it does for a reschedule.
+        return answer(_booking_view(booking), 200)
+
+    # ----------------------------------------------------------------------- templates
+
+    def list_templates(self) -> Response:
+        checked = self._preflight()
+        if isinstance(checked, Response):
+            return checked
+        with self.control.lock:
+            page, pagination = _paginate(list(self.state.templates))
+            # v2 reference: `templates`; v1's key is not shown on its page: the sandbox uses the same.
+            return json_response({"templates": [t.view() for t in page], "pagination": pagination}, 200)
+
+    def get_template(self, template_id: str) -> Response:
+        checked = self._preflight()
+        if isinstance(checked, Response):
+            return checked
+        with self.control.lock:
+            template = self._template(template_id)
+            if template is None:
+                return _error(404, "Meeting template not found")
+            # The reference does not show the body; the CLI's sample output shows the template object itself.
+            return json_response(template.view(), 200)
+
+    def sandbox_add_template(self) -> Response:
+        """Add a template: `{"name", "slug"?, "id"?, "questions": [{"field_code", "type"?, "label"?}], ...}`
+        plus any of TEMPLATE_FIELDS. The docs have no API for booking-form questions (only the admin UI)."""
+        try:
+            body = json_object_body(request, allow_empty=False)
+        except BodyError:
+            return _error(400, "Request body must be a valid JSON object")
+        questions = body.get("questions") or []
+        if not isinstance(questions, list) or not all(
+            isinstance(q, dict) and isinstance(q.get("field_code"), str) and q["field_code"] for q in questions
+        ):
+            return _error(422, "questions must be a list of objects with a field_code")
+        with self.control.lock:
+            template = _Template(
+                id=str(body.get("id") or uuid.uuid4()),
+                sid=self._unused_sid(),
+                name=str(body.get("name") or "Template"),
+                slug=str(body.get("slug") or f"template-{short_id(6)}"),
+                values={k: body[k] for k in TEMPLATE_FIELDS if k in body and k != "name"},
+                questions=[{"field_code": q["field_code"], "type": q.get("type", "short_text"),
+                            "label": q.get("label") or _humanize(q["field_code"])} for q in questions],
+            )
+            self.state.templates.append(template)
+            return json_response({"template": template.view()}, 200)
+
+    def sandbox_templates(self) -> Response:
+        with self.control.lock:
+            return json_response({"templates": [t.view() for t in self.state.templates]}, 200)
 
     # ----------------------------------------------------------------------- lookups and slot rules
 
@@ -507,6 +662,21 @@ class NeetoCalSimulator:
 
     def _link_by_sid(self, sid: str) -> _Link | None:
         return next((link for link in self.state.links if link.sid == sid), None)
+
+    def _template(self, template_id: Any) -> _Template | None:
+        return next((t for t in self.state.templates if template_id in (t.id, t.sid)), None)
+
+    def _clock(self) -> _Clock:
+        """v1 takes 12-hour times; v2 as `v2_slot_time_format` says (reference: 12-hour, CLI: 24-hour)."""
+        v2 = request.path.startswith(V2)
+        return TWENTY_FOUR_HOUR if v2 and self.control.get("v2_slot_time_format") == "24h" else TWELVE_HOUR
+
+    def _kept_answers(self, link: _Link, answers: dict[str, Any]) -> dict[str, Any]:
+        """What the booking keeps of `form_responses`: all of it, or (drop_unknown_form_responses) only the
+        answers to questions on the link's form. The docs are silent on which NeetoCal does."""
+        if not self.control.get("drop_unknown_form_responses"):
+            return dict(answers)
+        return {code: value for code, value in answers.items() if code in link.questions}
 
     def _booking_by_sid(self, sid: str) -> _Booking | None:
         return next((booking for booking in self.state.bookings if booking.sid == sid), None)
@@ -649,8 +819,28 @@ def _add_spot(link: _Link, body: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------- slot rules
 
 
-def _requested_slot(body: dict[str, Any], link: _Link) -> tuple[datetime, datetime] | Response:
-    """Check the client's email, zone, date and 12-hour time: the UTC slot they name, or the 422."""
+@dataclass(frozen=True)
+class _Clock:
+    """How `slot_start_time` is written: minutes after midnight from it, and an example for the 422."""
+
+    parse: Callable[[Any], int | None]
+    example: str
+
+
+def _parse_24h(value: Any) -> int | None:
+    match = _SLOT_TIME_24H.match(value) if isinstance(value, str) else None
+    return int(match[1]) * 60 + int(match[2]) if match else None
+
+
+TWELVE_HOUR = _Clock(lambda value: parse_clock(value, _SLOT_TIME), "01:30 PM")
+TWENTY_FOUR_HOUR = _Clock(_parse_24h, "13:30")
+
+
+def _requested_slot(body: dict[str, Any], link: _Link, clock: _Clock | None = None
+                    ) -> tuple[datetime, datetime] | Response:
+    """Check the client's email, zone, date and time (12-hour unless `clock` says otherwise): the UTC slot they
+    name, or the 422."""
+    clock = clock or TWELVE_HOUR
     zone = zone_or_none(body["time_zone"])
     if zone is None:
         return _error(422, f"Invalid time_zone: {body['time_zone']}")
@@ -659,9 +849,9 @@ def _requested_slot(body: dict[str, Any], link: _Link) -> tuple[datetime, dateti
     slot_day = _parse_date(body["slot_date"])
     if slot_day is None:
         return _error(422, "Invalid slot_date. Use the format YYYY-MM-DD")
-    minutes = parse_clock(body["slot_start_time"], _SLOT_TIME)
+    minutes = clock.parse(body["slot_start_time"])
     if minutes is None:
-        return _error(422, "Invalid slot_start_time. Use the format 01:30 PM")
+        return _error(422, f"Invalid slot_start_time. Use the format {clock.example}")
     local = datetime(slot_day.year, slot_day.month, slot_day.day, tzinfo=zone) + timedelta(minutes=minutes)
     start = local.astimezone(UTC)
     return start, start + timedelta(minutes=link.duration)
@@ -735,6 +925,8 @@ def _link_view(link: _Link) -> dict[str, Any]:
         "durations_possible": [link.duration],
         "spots": [dict(spot) for spot in link.spots],
         "hosts": list(link.hosts),
+        "template_id": link.template_id,
+        "questions": list(link.questions),
         "availability": {"time_zone": link.time_zone, "periods": [period.view() for period in link.periods]},
         "created_at": iso_millis(link.created_at),
         "updated_at": iso_millis(link.updated_at),
@@ -768,6 +960,7 @@ def _booking_view(booking: _Booking) -> dict[str, Any]:
         "form_responses": [
             _form_response_view(code, value) for code, value in booking.form_responses.items()
         ],
+        "form_responses_as_hash": dict(booking.form_responses),
         "created_at": iso_millis(booking.created_at),
         "updated_at": iso_millis(booking.updated_at),
         "client_booking_url": f"{PUBLIC_URL}/bookings/{booking.sid}",

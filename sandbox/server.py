@@ -92,7 +92,7 @@ def service_env(zoom_url: str, neetocal_url: str, meetergo_url: str) -> dict[str
         "ZOOM_ACCOUNT_ID": zoom.DEFAULT_ACCOUNT_ID,
         "ZOOM_CLIENT_ID": zoom.DEFAULT_CLIENT_ID,
         "ZOOM_CLIENT_SECRET": zoom.DEFAULT_CLIENT_SECRET,
-        "NEETOCAL_API_URL": f"{neetocal_url}/api/external/v1",
+        "NEETOCAL_API_URL": f"{neetocal_url}/api/external/v2",  # v2, the current API (v1 is served too)
         "NEETOCAL_API_KEY": neetocal.DEFAULT_API_KEY,
         # meetergo serves REST under /v4 and webhook management under /webhooks: the base is the root.
         "MEETERGO_API_URL": meetergo_url,

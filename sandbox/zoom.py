@@ -46,6 +46,7 @@ from sandbox.util import (
 DEFAULT_ACCOUNT_ID = "sandbox-account"
 DEFAULT_CLIENT_ID = "sandbox-client"
 DEFAULT_CLIENT_SECRET = "sandbox-secret"
+# The classic scopes that cover every call meetbridge makes (create, update, delete, get, list meetings).
 TOKEN_SCOPE = "meeting:write:admin meeting:read:admin user:read:admin"
 PUBLIC_URL = "https://zoom.sandbox"
 # Key of the sandbox's zak JWTs. Public on purpose: tests may verify signatures with it.
@@ -93,6 +94,9 @@ CONFIG_KEYS: dict[str, ConfigKey] = {
     "client_id": ConfigKey(DEFAULT_CLIENT_ID, text()),
     "client_secret": ConfigKey(DEFAULT_CLIENT_SECRET, text()),
     "token_ttl_seconds": ConfigKey(3600, integer(minimum=0)),
+    # What the app was granted: returned as the token's space-separated `scope`, e.g. granular names for an app
+    # made after Zoom introduced them. Not enforced on the API calls.
+    "scope": ConfigKey(TOKEN_SCOPE, text()),
     "start_url_ttl_seconds": ConfigKey(7200, integer(minimum=0)),
     "custcreate_users": ConfigKey([], string_list()),
     "start_url_expiry_readable": ConfigKey(True, boolean()),
@@ -315,7 +319,7 @@ class ZoomSimulator:
                 "access_token": token,
                 "token_type": "bearer",
                 "expires_in": config["token_ttl_seconds"],
-                "scope": TOKEN_SCOPE,
+                "scope": config["scope"],
                 "api_url": request.host_url.rstrip("/"),
             },
             200,

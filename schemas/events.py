@@ -29,9 +29,15 @@ class Host:
 
 @dataclass(frozen=True)
 class Attendee:
-    email: str
+    email: str  # "" for a phone-only booking (meetergo's phoneOnlyBooking)
     name: str = ""
     timezone: str | None = None
+    phone: str | None = None
+    guests: tuple[str, ...] = ()  # the attendee's bringalongEmails
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Attendee:
+        return cls(**{**data, "guests": tuple(data.get("guests") or ())})
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,10 @@ class AppointmentEvent:
     meeting_type: MeetingType | None = None
     cancelled: bool = False
     cancel_reason: str | None = None
+    # meetergo's meetingInfo: the channel (zoom, phone, local, google, ...) and a meeting link it made itself.
+    channel: str | None = None
+    meeting_link: str | None = None
+    location: str | None = None
     # When the service learned of it (the intake's clock): not part of the event's identity, so a repeated
     # delivery is still a duplicate. It bounds `occurred_at`, which the sender controls.
     received_at: datetime | None = None
@@ -83,10 +93,13 @@ class AppointmentEvent:
             "start": _iso(self.start),
             "end": _iso(self.end),
             "hosts": [vars(host) for host in self.hosts],
-            "attendees": [vars(attendee) for attendee in self.attendees],
+            "attendees": [{**vars(attendee), "guests": list(attendee.guests)} for attendee in self.attendees],
             "meeting_type": vars(self.meeting_type) if self.meeting_type else None,
             "cancelled": self.cancelled,
             "cancel_reason": self.cancel_reason,
+            "channel": self.channel,
+            "meeting_link": self.meeting_link,
+            "location": self.location,
             "received_at": _iso(self.received_at),
         }
 
@@ -100,10 +113,13 @@ class AppointmentEvent:
             start=_parse(data.get("start")),
             end=_parse(data.get("end")),
             hosts=tuple(Host(**h) for h in data.get("hosts") or ()),
-            attendees=tuple(Attendee(**a) for a in data.get("attendees") or ()),
+            attendees=tuple(Attendee.from_dict(a) for a in data.get("attendees") or ()),
             meeting_type=MeetingType(**meeting_type) if meeting_type else None,
             cancelled=bool(data.get("cancelled")),
             cancel_reason=data.get("cancel_reason"),
+            channel=data.get("channel"),
+            meeting_link=data.get("meeting_link"),
+            location=data.get("location"),
             received_at=_parse(data.get("received_at")),
         )
 

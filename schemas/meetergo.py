@@ -78,20 +78,41 @@ class HostSchema(_Schema):
 
 
 class AttendeeSchema(_Schema):
-    email = fields.Email(required=True, validate=Length(max=254))
+    # meetergo: the email is "not required when phoneOnlyBooking is true ... In this case, phone becomes
+    # required instead" (meetergo-create-booking-and-webhook.txt).
+    email = fields.Email(allow_none=True, validate=Length(max=254))
+    phone = fields.String(allow_none=True, validate=Length(max=40))
     fullname = fields.String(allow_none=True, validate=Length(max=300))
     firstname = fields.String(allow_none=True, validate=Length(max=200))
     lastname = fields.String(allow_none=True, validate=Length(max=200))
     timezone = fields.String(allow_none=True, validate=validate_timezone)
+    # "Additional attendee emails (max 5)".
+    bringalongEmails = fields.List(fields.Email(validate=Length(max=254)), allow_none=True, validate=Length(max=5))
+
+    @validates_schema
+    def email_or_phone(self, data: dict[str, Any], **_: Any) -> None:
+        if not data.get("email") and not (data.get("phone") or "").strip():
+            raise ValidationError("An attendee needs an email, or a phone for a phone-only booking.",
+                                  field_name="email")
 
     @post_load
     def to_attendee(self, data: dict[str, Any], **_: Any) -> Attendee:
         name = data.get("fullname") or _name(data.get("firstname"), data.get("lastname"))
-        return Attendee(email=data["email"].lower(), name=name or "", timezone=data.get("timezone"))
+        guests = tuple(dict.fromkeys(e.lower() for e in data.get("bringalongEmails") or ()))
+        return Attendee(email=(data.get("email") or "").lower(), name=name or "", timezone=data.get("timezone"),
+                        phone=(data.get("phone") or "").strip() or None, guests=guests)
 
 
 class MeetingInfoSchema(_Schema):
     name = fields.String(allow_none=True, validate=Length(max=300))
+
+
+class AppointmentMeetingInfoSchema(_Schema):
+    """The appointment's own meetingInfo: how the meeting happens (documented channels: google, zoom,
+    teamsForBusiness2, phone, phone-incoming, local, local-attendee, connect, webex, whatsapp)."""
+
+    channel = fields.String(allow_none=True, validate=Length(max=40))
+    meetingLink = fields.String(allow_none=True, validate=Length(max=2000))
 
 
 class MeetingTypeSchema(_Schema):
@@ -128,6 +149,8 @@ class AppointmentSchema(_Schema):
     hosts = fields.List(fields.Nested(HostSchema), required=True, validate=Length(min=1, max=50))
     attendees = fields.List(fields.Nested(AttendeeSchema), required=True, validate=Length(min=1, max=500))
     meetingType = fields.Nested(MeetingTypeSchema, allow_none=True)
+    meetingInfo = fields.Nested(AppointmentMeetingInfoSchema, allow_none=True)
+    location = fields.Raw(allow_none=True)
     isCancelled = fields.Boolean(allow_none=True)
     cancel = fields.Nested(CancelSchema, allow_none=True)
     createdAt = _when(allow_none=True)
@@ -158,7 +181,19 @@ def _event(kind: str, data: dict[str, Any], occurred_at: datetime | None) -> App
         meeting_type=data.get("meetingType"),
         cancelled=kind == "booking_cancelled" and data.get("isCancelled") is not False,
         cancel_reason=cancel.get("reason"),
+        **_meeting_info(data),
     )
+
+
+def _meeting_info(data: dict[str, Any]) -> dict[str, Any]:
+    info = data.get("meetingInfo") or {}
+    channel = (info.get("channel") or "").strip().lower() or None
+    link = (info.get("meetingLink") or "").strip() or None
+    location = data.get("location")
+    if isinstance(location, dict):  # a configured location: {name, address, ...}
+        location = location.get("address") or location.get("name")
+    location = location.strip()[:300] if isinstance(location, str) and location.strip() else None
+    return {"channel": channel, "meeting_link": link, "location": location}
 
 
 class BookingCreatedSchema(AppointmentSchema):
@@ -284,4 +319,5 @@ def readback_event(data: dict[str, Any], hosts: tuple[Host, ...], read_at: datet
         meeting_type=data.get("meetingType"),
         cancelled=bool(data.get("isCancelled")),
         cancel_reason=cancel.get("reason"),
+        **_meeting_info(data),
     )

@@ -1,23 +1,26 @@
-"""NeetoCal v1 request bodies and the parts of its responses meetbridge reads."""
+"""NeetoCal request bodies (v1 and v2 share them) and the parts of its responses meetbridge reads."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from marshmallow import EXCLUDE, Schema, fields, post_load
+from marshmallow import EXCLUDE, Schema, fields, post_dump, post_load
 
-# v1 takes 12-hour times ("01:30 PM") and the date, both read in the booking's own time zone.
+# The date and time are read in the booking's own time zone. v1 (and the v2 reference) take 12-hour times
+# ("01:30 PM"); NeetoCal's v2 CLI sends 24-hour ones ("13:30"): see sandbox/SPEC.md.
 SLOT_DATE_FORMAT = "%Y-%m-%d"
 SLOT_TIME_FORMAT = "%I:%M %p"
+SLOT_TIME_FORMAT_24H = "%H:%M"
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
-def slot_fields(start: datetime, time_zone: str) -> dict[str, str]:
+def slot_fields(start: datetime, time_zone: str, time_format: str = SLOT_TIME_FORMAT) -> dict[str, str]:
     local = start.astimezone(ZoneInfo(time_zone))
-    return {"slot_date": local.strftime(SLOT_DATE_FORMAT), "slot_start_time": local.strftime(SLOT_TIME_FORMAT)}
+    return {"slot_date": local.strftime(SLOT_DATE_FORMAT), "slot_start_time": local.strftime(time_format)}
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,9 @@ class LinkSpec:
     host_email: str
     duration: int
     description: str = ""
+    # A NeetoCal scheduling-link template: "All template configuration values are automatically copied"
+    # (its booking-form questions among them), "Values you provide in the same request override" them.
+    template_id: str | None = None
 
 
 class LinkRequestSchema(Schema):
@@ -40,6 +46,13 @@ class LinkRequestSchema(Schema):
     kind = fields.Constant("one_on_one")
     # meetergo slots can start at any 5-minute mark; the link must accept each one that is mirrored.
     start_time_increment = fields.Constant(5)
+    template_id = fields.String()
+
+    @post_dump
+    def drop_empty_template(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        if not data.get("template_id"):
+            data.pop("template_id", None)
+        return data
 
 
 def always_available() -> dict[str, Any]:
@@ -107,10 +120,18 @@ class Booking:
     status: str | None = None
     starts_at: str | None = None
     email: str | None = None
+    host_email: str | None = None
     answers: tuple[str, ...] = ()  # the values of its form responses
+    responses: Mapping[str, str] = field(default_factory=dict)  # field code -> answer, as NeetoCal kept them
+
+    def answer(self, field_code: str) -> str | None:
+        return self.responses.get(field_code)
 
 
 class BookingResponseSchema(Schema):
+    """A booking as v1 and v2 return it: `form_responses` a list of `{field, value, type, field_code}` (older
+    pages: an object by field code), v2 (and the newer v1 list page) adding `form_responses_as_hash`."""
+
     class Meta:
         unknown = EXCLUDE
 
@@ -118,13 +139,26 @@ class BookingResponseSchema(Schema):
     status = fields.String(allow_none=True)
     starts_at = fields.String(allow_none=True)
     email = fields.String(allow_none=True)
+    host_email = fields.String(allow_none=True)
     form_responses = fields.Raw(allow_none=True)
+    form_responses_as_hash = fields.Raw(allow_none=True)
 
     @post_load
     def to_booking(self, data: dict[str, Any], **_: Any) -> Booking:
-        raw = data.pop("form_responses", None) or []
-        if isinstance(raw, dict):
-            answers = tuple(str(v) for v in raw.values())
-        else:
-            answers = tuple(str(item.get("value")) for item in raw if isinstance(item, dict))
-        return Booking(**data, answers=answers)
+        responses = _responses(data.pop("form_responses", None), data.pop("form_responses_as_hash", None))
+        return Booking(**data, answers=tuple(responses.values()), responses=responses)
+
+
+def _responses(listed: Any, as_hash: Any) -> dict[str, str]:
+    """Field code -> answer from either shape; the hash's keys are taken to be field codes too."""
+    found: dict[str, str] = {}
+    if isinstance(listed, dict):
+        found.update((str(k), str(v)) for k, v in listed.items())
+    elif isinstance(listed, list):
+        for item in listed:
+            if isinstance(item, dict) and item.get("value") is not None:
+                found[str(item.get("field_code") or item.get("field") or "")] = str(item["value"])
+    if isinstance(as_hash, dict):
+        for key, value in as_hash.items():
+            found.setdefault(str(key), str(value))
+    return found

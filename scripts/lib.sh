@@ -9,10 +9,12 @@ ensure_venv() {
   if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
   fi
-  # Reinstall when the dependencies changed since the last install.
-  if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
+  # Reinstall when the dependencies changed since the last install: exactly the pinned, hash-checked versions of
+  # requirements-dev.lock (scripts/lock regenerates it), then the project itself without dependencies.
+  if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ] || [ requirements-dev.lock -nt .venv/.installed ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e '.[test]'
+    .venv/bin/python -m pip install --quiet --require-hashes -r requirements-dev.lock
+    .venv/bin/python -m pip install --quiet --no-deps -e .
     touch .venv/.installed
   fi
 }
@@ -51,11 +53,12 @@ ensure_redis() {
   exit 1
 }
 
-# ensure_browser: the host page's browser test drives Debian's chromium (Playwright's own browser download does
-# not work on these machines). Installed quietly when missing and this runs as root (or sudo can); otherwise
-# says how. The test fails under CI without it and skips elsewhere.
-ensure_browser() {
-  if command -v chromium >/dev/null; then
+# ensure_debian_tool COMMAND PACKAGE WHY: a Debian package a test needs (chromium for the host page's browser
+# test, prometheus for promtool), installed quietly when COMMAND is missing and this runs as root (or sudo can);
+# otherwise says how. The tests fail under CI without it and skip elsewhere.
+ensure_debian_tool() {
+  local command=$1 package=$2 why=$3
+  if command -v "$command" >/dev/null; then
     return
   fi
   local sudo=""
@@ -63,17 +66,22 @@ ensure_browser() {
     if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
       sudo="sudo -n"
     else
-      echo "chromium is not installed: the browser test needs it (as root: apt-get install -y chromium)" >&2
+      echo "$command is not installed: $why needs it (as root: apt-get install -y $package)" >&2
       return
     fi
   fi
   if ! command -v apt-get >/dev/null; then
-    echo "chromium is not installed and there is no apt-get here: install chromium to run the browser test" >&2
+    echo "$command is not installed and there is no apt-get here: install $package for $why" >&2
     return
   fi
-  echo "Installing chromium for the browser test (apt-get)" >&2
-  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium; } \
-      >/dev/null 2>&1; then
-    echo "apt-get could not install chromium: the browser test needs it (apt-get install -y chromium)" >&2
+  echo "Installing $package for $why (apt-get)" >&2
+  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
+      --no-install-recommends "$package"; } >/dev/null 2>&1; then
+    echo "apt-get could not install $package: $why needs it (apt-get install -y $package)" >&2
   fi
 }
+
+# Playwright's own browser download does not work on these machines: the browser test drives Debian's chromium.
+ensure_browser() { ensure_debian_tool chromium chromium "the host page's browser test"; }
+
+ensure_promtool() { ensure_debian_tool promtool prometheus "the alert rules' check (promtool)"; }

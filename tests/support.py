@@ -98,6 +98,45 @@ class Sims:
         return [b for b in bookings if not (live_only and b.get("status") == "cancelled")]
 
 
+# NeetoCal API versions the flow tests run against (v2 the default, v1 deprecated but served).
+NEETOCAL_VERSIONS = ("v2", "v1")
+# Routes v2 does not have ("Older v1-only routes for those actions are not available in v2").
+NEETOCAL_V1_ONLY = (("POST", "/cancel"), ("POST", "/availability"), ("GET", "/meeting_templates"))
+
+
+def neetocal_env(sims: Sims, version: str) -> dict[str, str]:
+    """The environment that points a stack at the NeetoCal simulator's `version` API."""
+    return {"NEETOCAL_API_URL": f"{sims.url('neetocal')}/api/external/{version}"}
+
+
+def assert_neetocal_calls_fit(sims: Sims, version: str) -> None:
+    """Every NeetoCal call went to `version`; on v2 none was a v1-only route and each was answered 2xx."""
+    calls = sims.requests("neetocal")
+    assert calls, "no NeetoCal call was made"
+    for call in calls:
+        assert call["path"].startswith(f"/api/external/{version}/"), call
+        if version == "v2":
+            assert not any(call["method"] == m and call["path"].endswith(end) for m, end in NEETOCAL_V1_ONLY), call
+            assert call["status"] is not None and 200 <= call["status"] < 300, call
+
+
+def neetocal_writes(sims: Sims) -> dict[str, int]:
+    """NeetoCal bookings made, moved and cancelled (answered calls), on v1 or v2: v2 cancels by updating the
+    booking's status, v1 by `POST …/cancel`."""
+    counts = {"neetocal_book": 0, "neetocal_reschedule": 0, "neetocal_cancel": 0}
+    for call in sims.requests("neetocal"):
+        if not call["status"] or call["status"] >= 400 or "/bookings" not in call["path"]:
+            continue
+        body = call["json"] or {}
+        if call["method"] == "POST" and call["path"].endswith("/bookings"):
+            counts["neetocal_book"] += 1
+        elif call["method"] == "POST" and call["path"].endswith("/cancel"):
+            counts["neetocal_cancel"] += 1
+        elif call["method"] in ("PATCH", "PUT") and "/bookings/" in call["path"]:
+            counts["neetocal_cancel" if body.get("status") == "cancelled" else "neetocal_reschedule"] += 1
+    return counts
+
+
 def service_env(sandbox: Sandbox, redis_url: str, **overrides: Any) -> dict[str, str]:
     """The environment of a meetbridge process pointed at the simulators."""
     env = {
@@ -261,12 +300,14 @@ def free_port() -> int:
 class RedisServer:
     """A Redis of the test's own (with AOF), so a test can stop and restart it."""
 
-    def __init__(self, directory: Path, appendonly: bool = True, appendfsync: str = "everysec") -> None:
+    def __init__(self, directory: Path, appendonly: bool = True, appendfsync: str = "everysec",
+                 replica_of: int | None = None) -> None:
         # everysec, as the README tells operators to run it: a crash may lose the last second of writes.
         self.directory = directory
         self.port = free_port()
         self.appendonly = appendonly
         self.appendfsync = appendfsync
+        self.replica_of = replica_of
         self.popen: subprocess.Popen[bytes] | None = None
 
     @property
@@ -280,7 +321,8 @@ class RedisServer:
         self.popen = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
              "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.appendfsync, "--save", "",
-             "--maxmemory-policy", "noeviction"],
+             "--maxmemory-policy", "noeviction",
+             *(["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         client = redis.Redis(port=self.port)
 
@@ -297,6 +339,69 @@ class RedisServer:
         if self.popen and self.popen.poll() is None:
             self.popen.terminate()
             self.popen.wait(timeout=10)
+
+
+    def signal(self, sig: int) -> None:
+        assert self.popen is not None
+        self.popen.send_signal(sig)
+
+
+class SentinelCluster:
+    """One primary, replicas and sentinels on localhost, as a Sentinel deployment runs them (short timeouts)."""
+
+    MASTER = "mymaster"
+
+    def __init__(self, directory: Path, replicas: int = 2, sentinels: int = 3) -> None:
+        self.directory = directory
+        self.primary = RedisServer(directory / "primary")
+        self.replicas = [RedisServer(directory / f"replica{n}", replica_of=self.primary.port) for n in range(replicas)]
+        self.sentinel_ports = [free_port() for _ in range(sentinels)]
+        self.sentinels: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def addresses(self) -> str:
+        return ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+
+    def start(self) -> None:
+        import redis
+
+        self.primary.start()
+        for replica in self.replicas:
+            replica.start()
+        for n, port in enumerate(self.sentinel_ports):
+            config = self.directory / f"sentinel{n}.conf"
+            config.write_text(f"port {port}\nbind 127.0.0.1\nsentinel monitor {self.MASTER} 127.0.0.1 "
+                              f"{self.primary.port} 2\nsentinel down-after-milliseconds {self.MASTER} 1000\n"
+                              f"sentinel failover-timeout {self.MASTER} 4000\n"
+                              f"sentinel parallel-syncs {self.MASTER} 1\n")
+            self.sentinels.append(subprocess.Popen(["redis-server", str(config), "--sentinel"],
+                                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                                   start_new_session=True))
+
+        def ready() -> bool:
+            try:
+                primary = redis.Redis(port=self.primary.port)
+                primary.set("replication-probe", time.time())
+                replicas = primary.wait(len(self.replicas), 1000)
+                seen = [redis.Redis(port=port).sentinel_master(self.MASTER) for port in self.sentinel_ports]
+                return replicas == len(self.replicas) and all(m["num-other-sentinels"] == len(seen) - 1 for m in seen)
+            except redis.RedisError:
+                return False
+
+        wait_until(ready, timeout=30, message="replicas and sentinels to see each other")
+
+    def current_primary_port(self) -> int:
+        import redis
+
+        return int(redis.Redis(port=self.sentinel_ports[0]).sentinel_get_master_addr_by_name(self.MASTER)[1])
+
+    def stop(self) -> None:
+        for process in self.sentinels:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=10)
+        for server in [self.primary, *self.replicas]:
+            server.stop()
 
 
 def future_start(days: int = 3, hour: int = 10, minute: int = 0) -> datetime:

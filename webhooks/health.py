@@ -29,11 +29,17 @@ def readyz() -> Any:
     return jsonify(status="ready", redis="ok")
 
 
+REDIS_DOWN = (b"# HELP meetbridge_redis_up 1 while Redis answers the scrape.\n"
+              b"# TYPE meetbridge_redis_up gauge\nmeetbridge_redis_up 0.0\n")
+
+
 @bp.get("/metrics")
 def metrics() -> Any:
+    services = current_app.extensions["meetbridge"]
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RedisCollector(current_app.extensions["meetbridge"].store, QUEUE))
+    registry.register(RedisCollector(services.store, QUEUE, services.settings.zoom_host_daily_limit))
     try:
         return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
     except redis.RedisError:
-        return jsonify(error="metrics are kept in Redis, which is unreachable"), 503
+        # The counters live in Redis; what can be said without it is that it is down (an alert rule reads this).
+        return Response(REDIS_DOWN, mimetype=CONTENT_TYPE_LATEST)

@@ -68,6 +68,8 @@ _APPOINTMENT_VIEW = {
             "booking_sid": {"type": ["string", "null"]}, "meeting_slug": {"type": ["string", "null"]}}},
         "host_link": {"type": ["string", "null"]},
         "error": {"type": ["string", "null"]},
+        "warning": {"type": ["string", "null"],
+                    "description": "what the service noticed but could not fix, e.g. NeetoCal dropped the join URL"},
         "waiting": {"type": ["object", "null"]},
         "history": {"type": "array", "items": {"type": "object", "properties": {
             "at": {"type": "string"}, "event": {"type": "string"}, "detail": {"type": "string"}}}},

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery import Celery, signals
 
@@ -22,6 +23,30 @@ log = logging.getLogger(__name__)
 app = Celery("meetbridge", include=["workers.tasks"])
 
 
+def broker_url(settings: Settings) -> str:
+    """REDIS_URL, or kombu's `sentinel://` form (one per sentinel, each with REDIS_URL's password and database)."""
+    if not settings.redis_sentinels:
+        return settings.redis_url
+    url = urlsplit(settings.redis_url)
+    userinfo = url.netloc.rpartition("@")[0]
+    database = url.path.lstrip("/") or "0"
+    return ";".join(f"sentinel://{userinfo + '@' if userinfo else ''}{_host(host)}:{port}/{database}"
+                    for host, port in settings.redis_sentinels)
+
+
+def sentinel_options(settings: Settings) -> dict[str, Any]:
+    if not settings.redis_sentinels:
+        return {}
+    options: dict[str, Any] = {"master_name": settings.redis_sentinel_master}
+    if settings.redis_sentinel_password:
+        options["sentinel_kwargs"] = {"password": settings.redis_sentinel_password}
+    return options
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     schedule: dict[str, Any] = {
         "sweep-schedules": {"task": "meetbridge.sweep", "schedule": settings.refresh_sweep_seconds},
@@ -31,8 +56,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     if settings.meetergo_readback:
         schedule["reconcile-meetergo"] = {"task": "meetbridge.reconcile", "schedule": settings.reconcile_seconds}
     return {
-        "broker_url": settings.redis_url,
+        "broker_url": broker_url(settings),
         "broker_transport_options": {
+            **sentinel_options(settings),
             # A task not acknowledged this long after delivery (its worker died) goes back to the queue. This
             # bounds the recovery after a crash, so it is short: no worker holds a message for long (retries
             # longer than a third of it wait in Redis's deferred schedule); a task that does run longer is
@@ -52,6 +78,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_ignore_result": True,
+        # Task events, so that Flower (or `celery events`) shows the syncs as they run; a few small pub/sub
+        # messages per task, not stored.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
         "task_serializer": "json",
         "accept_content": ["json"],
         "worker_prefetch_multiplier": 1,

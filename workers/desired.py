@@ -31,13 +31,25 @@ class Desired:
     start: datetime | None
     end: datetime | None
     hosts: tuple[Host, ...]
-    attendee: Attendee | None
+    attendees: tuple[Attendee, ...]
     meeting_type: MeetingType | None
     cancel_reason: str | None = None
+    channel: str | None = None  # meetergo's channel (zoom, phone, local, ...); None when no event named one
+    meeting_link: str | None = None  # a meeting link meetergo made itself (its own Zoom integration)
+    location: str | None = None
 
     @property
     def host(self) -> Host:
         return self.hosts[0]
+
+    @property
+    def attendee(self) -> Attendee | None:
+        """The first attendee (the one who booked); a group appointment has more in `attendees`."""
+        return self.attendees[0] if self.attendees else None
+
+    @property
+    def group(self) -> bool:
+        return len(self.attendees) > 1
 
     @property
     def alternative_hosts(self) -> tuple[str, ...]:
@@ -64,17 +76,22 @@ def fold(events: list[AppointmentEvent]) -> Desired | None:
     ordered = sorted(events, key=_order)
     start = end = None
     hosts: tuple[Host, ...] = ()
-    attendee: Attendee | None = None
+    attendees: tuple[Attendee, ...] = ()
     meeting_type: MeetingType | None = None
+    channel = meeting_link = location = None
     for event in ordered:
         if event.start and event.end:
             start, end = event.start, event.end
         if event.hosts:
             hosts = event.hosts
         if event.attendees:
-            attendee = _merge_attendee(attendee, event.attendees[0])
+            # The newest list says who is still in (one who left a group is no longer on it).
+            attendees = _merge_attendees(attendees, event.attendees)
         if event.meeting_type and (event.meeting_type.name or event.meeting_type.slug):
             meeting_type = event.meeting_type
+        channel = event.channel or channel
+        meeting_link = event.meeting_link or meeting_link
+        location = event.location or location
     # Only cancellations and read-backs speak to whether the appointment is cancelled; creation and
     # reschedule events arriving late cannot undo a cancellation.
     verdicts = [e for e in ordered if e.kind in ("booking_cancelled", "readback")]
@@ -88,16 +105,30 @@ def fold(events: list[AppointmentEvent]) -> Desired | None:
         start=start,
         end=end,
         hosts=hosts,
-        attendee=attendee,
+        attendees=attendees,
         meeting_type=meeting_type,
         cancel_reason=last_verdict.cancel_reason if cancelled and last_verdict else None,
+        channel=channel,
+        meeting_link=meeting_link,
+        location=location,
     )
 
 
+def _merge_attendees(older: tuple[Attendee, ...], newer: tuple[Attendee, ...]) -> tuple[Attendee, ...]:
+    """The newer list, each attendee completed from what an older event said of the same person."""
+    known = {_identity(a): a for a in older}
+    return tuple(_merge_attendee(known.get(_identity(a)), a) for a in newer)
+
+
+def _identity(attendee: Attendee) -> str:
+    return attendee.email or f"phone:{attendee.phone}"
+
+
 def _merge_attendee(older: Attendee | None, newer: Attendee) -> Attendee:
-    if older is None or older.email != newer.email:
+    if older is None:
         return newer
-    return Attendee(email=newer.email, name=newer.name or older.name, timezone=newer.timezone or older.timezone)
+    return Attendee(email=newer.email, name=newer.name or older.name, timezone=newer.timezone or older.timezone,
+                    phone=newer.phone or older.phone, guests=newer.guests or older.guests)
 
 
 def needs_confirmation(events: list[AppointmentEvent]) -> bool:
@@ -121,8 +152,11 @@ def snapshot(events: list[AppointmentEvent]) -> AppointmentEvent | None:
         start=desired.start,
         end=desired.end,
         hosts=desired.hosts,
-        attendees=(desired.attendee,) if desired.attendee else (),
+        attendees=desired.attendees,
         meeting_type=desired.meeting_type,
         cancelled=desired.cancelled,
         cancel_reason=desired.cancel_reason,
+        channel=desired.channel,
+        meeting_link=desired.meeting_link,
+        location=desired.location,
     )

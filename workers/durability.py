@@ -12,6 +12,7 @@ import logging
 import redis
 
 from meetbridge.config import Settings
+from workers.state import connect
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def check_redis(client: redis.Redis) -> list[str]:
 
 
 def require_safe_redis(settings: Settings) -> None:
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=5)
+    client = connect(settings, decode_responses=False)
     try:
         problems = check_redis(client)
     except redis.ConnectionError:

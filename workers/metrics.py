@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 
 from workers.state import KEYS, Store, metric_field
 
+TOP_HOSTS = 10
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 DESCRIPTIONS = {
@@ -29,6 +30,8 @@ DESCRIPTIONS = {
     "meetbridge_reconcile_errors_total": "Reconciliation steps that failed (users, listing, one appointment).",
     "meetbridge_lookups_total": "Look-ups for a write whose answer an earlier attempt lost, by step.",
     "meetbridge_drift_healed_total": "Zoom meetings found deleted or changed in Zoom and put back, by kind.",
+    "meetbridge_neetocal_join_url_dropped_total": (
+        "NeetoCal bookings made or moved without the join URL (no booking-form question has its field code)."),
     "meetbridge_api_requests_total": "Calls to Zoom, NeetoCal and meetergo by service, operation and HTTP status.",
     "meetbridge_api_request_seconds": "Latency of calls to Zoom, NeetoCal and meetergo.",
     "meetbridge_start_url_refreshes_total": "start_url refreshes by outcome.",
@@ -61,9 +64,10 @@ class Metrics:
 class RedisCollector(Collector):
     """Turns the Redis hash into metric families, and reads the gauges off live state at scrape time."""
 
-    def __init__(self, store: Store, queue_key: str) -> None:
+    def __init__(self, store: Store, queue_key: str, host_daily_limit: int = 100) -> None:
         self.store = store
         self.queue_key = queue_key
+        self.host_daily_limit = host_daily_limit
 
     def collect(self) -> Iterator[Any]:
         client = self.store.client
@@ -81,6 +85,12 @@ class RedisCollector(Collector):
             else:
                 counters[name].append((labels, float(value)))
 
+        # Every known series is announced even before its first count, so dashboards and alert rules find it.
+        for name in DESCRIPTIONS:
+            if name.endswith("_seconds"):
+                histograms.setdefault(name, {})
+            else:
+                counters.setdefault(name, [])
         for name, samples in sorted(counters.items()):
             label_names = sorted({k for labels, _ in samples for k in labels})
             family = CounterMetricFamily(name.removesuffix("_total"), DESCRIPTIONS.get(name, name),
@@ -116,3 +126,22 @@ class RedisCollector(Collector):
         }
         for name, (description, value) in gauges.items():
             yield GaugeMetricFamily(name, description, value=value)
+        yield from self._daily_budget()
+        yield GaugeMetricFamily("meetbridge_redis_up", "1 while Redis answers the scrape.", value=1)
+
+    def _daily_budget(self) -> Iterator[Any]:
+        """Zoom's per-host daily create/update budget: the busiest hosts' use today, and the limit."""
+        client = self.store.client
+        day = time.strftime("%Y%m%d", time.gmtime())
+        keys = list(client.scan_iter(match=KEYS.host_daily("*", day), count=1000))
+        used = zip(keys, client.mget(keys), strict=True) if keys else ()
+        prefix, suffix = KEYS.host_daily("", day).split("::")
+        busiest = sorted(((int(v or 0), k[len(prefix) + 1:-len(suffix) - 1]) for k, v in used),
+                         reverse=True)[:TOP_HOSTS]
+        family = GaugeMetricFamily("meetbridge_zoom_daily_used", f"Zoom create/update requests today, for the "
+                                   f"{TOP_HOSTS} busiest hosts.", labels=["host"])
+        for count, host in busiest:
+            family.add_metric([host], count)
+        yield family
+        yield GaugeMetricFamily("meetbridge_zoom_daily_limit", "Zoom create/update requests a host may make a day.",
+                                value=self.host_daily_limit)

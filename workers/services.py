@@ -15,7 +15,7 @@ from workers.clients.neetocal import NeetoCalClient
 from workers.clients.zoom import LIGHT, MEDIUM, ZoomAuth, ZoomClient
 from workers.limits import HostDailyQuota, RateLimiter
 from workers.metrics import Metrics
-from workers.state import Store
+from workers.state import Store, connect
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +38,8 @@ class Services:
         self.redis.close()
 
 
-def redis_client(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        socket_timeout=5,
-        socket_connect_timeout=3,
-        health_check_interval=30,
-        retry_on_timeout=False,
-    )
-
-
 def build_services(settings: Settings, transport: httpx.BaseTransport | None = None) -> Services:
-    client = redis_client(settings)
+    client = connect(settings)
     metrics = Metrics(client)
 
     def observe(service: str, operation: str, status: int | None, seconds: float) -> None:
@@ -72,7 +61,9 @@ def build_services(settings: Settings, transport: httpx.BaseTransport | None = N
         quota=quota,
         **common,
     )
-    neetocal = NeetoCalClient(settings.neetocal_api_url, api_key=settings.neetocal_api_key, **common)
+    neetocal = NeetoCalClient(settings.neetocal_api_url, api_key=settings.neetocal_api_key,
+                              version=settings.neetocal_api_version, template_id=settings.neetocal_template_id,
+                              **common)
     meetergo = MeetergoClient(
         settings.meetergo_api_url,
         api_key=settings.meetergo_api_key,
@@ -80,7 +71,8 @@ def build_services(settings: Settings, transport: httpx.BaseTransport | None = N
         limiter=RateLimiter(client, "meetergo", settings.meetergo_requests_per_minute / 60, burst=5),
         **common,
     )
-    return Services(settings=settings, redis=client, store=Store(client), metrics=metrics, zoom=zoom,
+    store = Store(client, min_replicas_ack=settings.redis_min_replicas_ack)
+    return Services(settings=settings, redis=client, store=store, metrics=metrics, zoom=zoom,
                     neetocal=neetocal, meetergo=meetergo, quota=quota)
 
 

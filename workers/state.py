@@ -15,10 +15,40 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+from redis.sentinel import Sentinel
 
+from meetbridge.config import Settings
 from schemas.events import AppointmentEvent
+
+# A command that meets a dead connection or a primary turned replica (READONLY, after a failover behind one DNS
+# name or through Sentinel) reconnects and is sent again, for a few seconds: every command and script here is
+# safe to repeat (the intake's script deduplicates itself).
+REDIS_RETRY = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=8)
+REDIS_RETRY_ON = [redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError]
+
+
+def connect(settings: Settings, *, decode_responses: bool = True, socket_timeout: float = 5) -> redis.Redis:
+    """The process's Redis client: REDIS_URL, or the primary that REDIS_SENTINELS name (REDIS_URL then gives only
+    the database and the password)."""
+    options: dict[str, Any] = {
+        "decode_responses": decode_responses, "socket_timeout": socket_timeout, "socket_connect_timeout": 3,
+        "health_check_interval": 30, "retry": REDIS_RETRY, "retry_on_error": REDIS_RETRY_ON,
+    }
+    if not settings.redis_sentinels:
+        return redis.Redis.from_url(settings.redis_url, **options)
+    url = urlsplit(settings.redis_url)
+    sentinel = Sentinel(list(settings.redis_sentinels), socket_timeout=1, socket_connect_timeout=1,
+                        sentinel_kwargs={"password": settings.redis_sentinel_password, "socket_timeout": 1,
+                                         "socket_connect_timeout": 1})
+    return sentinel.master_for(settings.redis_sentinel_master, db=int(url.path.lstrip("/") or 0),
+                               username=unquote(url.username) if url.username else None,
+                               password=unquote(url.password) if url.password else None, **options)
+
 
 HISTORY_LENGTH = 50
 DELIVERY_DEDUPE_SECONDS = 7 * 24 * 3600
@@ -58,6 +88,9 @@ class Keys:
     zoom_token = f"{prefix}:zoom:token"
     zoom_token_lock = f"{prefix}:zoom:token:lock"
     meetergo_users = f"{prefix}:meetergo:users"
+    # zset: id -> when NeetoCal was seen dropping its join URL (the booking form lacks the question); `doctor`
+    # counts it. Bounded like the other sets: an appointment leaves it when fixed, cancelled or forgotten.
+    neetocal_join_url_dropped = f"{prefix}:neetocal:join_url_dropped"
 
     def rate(self, name: str) -> str:
         return f"{self.prefix}:rate:{name}"
@@ -115,6 +148,7 @@ class AppointmentRecord:
     neetocal_join_url: str | None = None
     neetocal_create_pending: str | None = None
     neetocal_reschedule_pending: str | None = None
+    neetocal_warning: str | None = None  # what the service noticed on the booking but cannot fix itself
     host_link_version: int = 0  # bumped to revoke the appointment's host link
     refresh_error: str | None = None
     sync_attempts: int = 0  # failed attempts in a row; the retry policy's count, kept across workers
@@ -224,6 +258,13 @@ class RedisEpoch:
         return self._restarted_at is not None and time.time() - self._restarted_at < RESTART_CAREFUL_SECONDS
 
 
+REPLICA_ACK_TIMEOUT_MS = 1000
+
+
+class NotReplicated(redis.RedisError):
+    """Written to the primary, but fewer replicas than REDIS_MIN_REPLICAS_ACK confirmed it in time."""
+
+
 class AppointmentBusy(Exception):
     """Another worker is syncing this appointment right now."""
 
@@ -256,9 +297,10 @@ class Schedule:
 class Store:
     """Appointment records, their events and history, locks and dead letters."""
 
-    def __init__(self, client: redis.Redis, keys: Keys = KEYS) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys = KEYS, min_replicas_ack: int = 0) -> None:
         self.client = client
         self.keys = keys
+        self.min_replicas_ack = min_replicas_ack
         self.refresh = Schedule(client, keys.refresh_schedule)
         self.deferred = Schedule(client, keys.deferred_schedule)
         self.epoch = RedisEpoch(client, keys)
@@ -275,32 +317,50 @@ class Store:
         stored = event.to_json()
         fingerprint = event.fingerprint()
         now = time.time()
-        recorded = self._record_delivery(
-            keys=[
-                self.keys.delivery(fingerprint),
-                self.keys.appointment(appointment_id),
-                self.keys.events(appointment_id),
-                self.keys.history(appointment_id),
-                queue,
-                self.keys.appointments,
-                self.keys.metrics,
-                self.keys.pending,
-            ],
-            args=[
-                appointment_id,
-                DELIVERY_DEDUPE_SECONDS,
-                fingerprint,
-                stored,
-                json.dumps({"at": now_iso(), "event": event.kind, "detail": history}),
-                now_iso(),
-                int(now),
-                task_message,
-                metric_field("meetbridge_deliveries_total", status="duplicate"),
-                HISTORY_LENGTH,
-                metric_field("meetbridge_deliveries_total", status="accepted"),
-            ],
-        )
-        return bool(recorded)
+        keys = [
+            self.keys.delivery(fingerprint),
+            self.keys.appointment(appointment_id),
+            self.keys.events(appointment_id),
+            self.keys.history(appointment_id),
+            queue,
+            self.keys.appointments,
+            self.keys.metrics,
+            self.keys.pending,
+        ]
+        args = [
+            appointment_id,
+            DELIVERY_DEDUPE_SECONDS,
+            fingerprint,
+            stored,
+            json.dumps({"at": now_iso(), "event": event.kind, "detail": history}),
+            now_iso(),
+            int(now),
+            task_message,
+            metric_field("meetbridge_deliveries_total", status="duplicate"),
+            HISTORY_LENGTH,
+            metric_field("meetbridge_deliveries_total", status="accepted"),
+        ]
+        if not self.min_replicas_ack:
+            return bool(self._record_delivery(keys=keys, args=args))
+        return self._record_and_wait(keys, args)
+
+    def _record_and_wait(self, keys: list[str], args: list[Any]) -> bool:
+        """The script and `WAIT` in one round trip: recorded only counts once enough replicas hold it."""
+        for _ in range(2):
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.evalsha(self._record_delivery.sha, len(keys), *keys, *args)
+                pipe.execute_command("WAIT", self.min_replicas_ack, REPLICA_ACK_TIMEOUT_MS)
+                recorded, replicas = pipe.execute(raise_on_error=False)
+            if isinstance(recorded, redis.exceptions.NoScriptError):
+                self.client.script_load(_RECORD_DELIVERY)  # a fresh primary (a failover, a restart)
+                continue
+            if isinstance(recorded, Exception):
+                raise recorded
+            if isinstance(replicas, Exception) or int(replicas) < self.min_replicas_ack:
+                # It may exist on the primary: the sender's retry then lands as a duplicate, never as a loss.
+                raise NotReplicated(f"{replicas} of {self.min_replicas_ack} replica(s) acknowledged the delivery")
+            return bool(recorded)
+        raise redis.RedisError("the intake script could not be loaded")
 
     # --- reading -----------------------------------------------------------------------------------------
     def load(self, appointment_id: str) -> AppointmentRecord | None:
@@ -365,9 +425,22 @@ class Store:
             return
         with self.client.pipeline(transaction=False) as pipe:
             for key in (self.keys.appointments, self.keys.dead_letter, self.keys.pending, self.keys.refresh_schedule,
-                        self.keys.deferred_schedule, self.keys.ended_schedule, self.keys.forget_schedule):
+                        self.keys.deferred_schedule, self.keys.ended_schedule, self.keys.forget_schedule,
+                        self.keys.neetocal_join_url_dropped):
                 pipe.zrem(key, *appointment_ids)
             pipe.execute()
+
+    def mark_join_url_dropped(self, appointment_id: str, dropped: bool) -> None:
+        """Keep the set of appointments whose NeetoCal booking lacks its join URL (read by `doctor`)."""
+        if dropped:
+            self.client.zadd(self.keys.neetocal_join_url_dropped, {appointment_id: time.time()})
+        else:
+            self.client.zrem(self.keys.neetocal_join_url_dropped, appointment_id)
+
+    def join_url_dropped(self, limit: int = 5) -> tuple[int, list[str]]:
+        """How many appointments have that warning, and the most recent few of them."""
+        key = self.keys.neetocal_join_url_dropped
+        return self.client.zcard(key), list(self.client.zrevrange(key, 0, limit - 1))
 
     def close_ended(self, appointment_id: str, compact: Callable[[list[AppointmentEvent]], AppointmentEvent | None]
                     ) -> None:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from schemas.neetocal import Booking, BookingRequest, Link, LinkSpec
 from schemas.zoom import TOPIC_LIMIT, MeetingSpec, ZoomMeeting, agenda_marker, one_line, zoom_time
 from workers.clients.errors import CannotSync, NotFound, ValidationFailed
+from workers.clients.neetocal import join_url_dropped_warning
 from workers.desired import Desired, fold, needs_confirmation
 from workers.host_pages import HostPages
 from workers.readback import read_back
@@ -233,13 +234,16 @@ class AppointmentSync:
         if not self.record.neetocal_booking_sid:
             booking, adopted = self.adopt_or_apply(
                 "neetocal_create_pending", link.slug,
-                look_up=lambda: neetocal.find_booking(request.email, join_url),
+                look_up=lambda: neetocal.find_booking(request.email, join_url, starts_at=slot,
+                                                      field=self.settings.neetocal_join_url_field,
+                                                      host_email=desired.host.email),
                 apply=lambda: neetocal.create_booking(request),
                 adopted="booking made by an earlier attempt")
             if not adopted:
                 self.note("neetocal_booking_created", f"booking {booking.sid} on {link.slug}")
             self.save(neetocal_booking_sid=booking.sid, neetocal_meeting_slug=link.slug, neetocal_slot=slot,
                       neetocal_join_url=join_url, neetocal_create_pending=None)
+            self.check_join_url(booking, join_url)
         elif self.record.neetocal_slot != slot:
             sid = self.record.neetocal_booking_sid
 
@@ -248,11 +252,31 @@ class AppointmentSync:
                 moved = booking.starts_at is not None and _zoom_utc(booking.starts_at) == slot
                 return booking if moved and booking.status != "cancelled" else None
 
-            self.adopt_or_apply("neetocal_reschedule_pending", slot, look_up=already_moved,
-                                apply=lambda: neetocal.reschedule_booking(sid, request),
-                                adopted=f"booking {sid} was moved by an earlier attempt")
+            moved, _ = self.adopt_or_apply("neetocal_reschedule_pending", slot, look_up=already_moved,
+                                           apply=lambda: neetocal.reschedule_booking(sid, request),
+                                           adopted=f"booking {sid} was moved by an earlier attempt")
             self.save(neetocal_slot=slot, neetocal_reschedule_pending=None)
             self.note("neetocal_booking_rescheduled", f"booking {sid} moved to {slot}")
+            self.check_join_url(moved, join_url)
+
+    def check_join_url(self, booking: Booking, join_url: str) -> None:
+        """Prove the join URL landed: read it back from the booking NeetoCal returned (once more from NeetoCal
+        if that answer lacks it). NeetoCal keeps only the answers its booking form has a question for (its
+        docs are silent on the rest), so a missing one was dropped: the booking stays, but an operator must
+        fix the form, and the appointment says so until a later create or reschedule finds the URL there."""
+        field = self.settings.neetocal_join_url_field
+        if join_url and booking.answer(field) != join_url:
+            booking = self.services.neetocal.get_booking(booking.sid)
+        dropped = bool(join_url) and booking.answer(field) != join_url
+        if dropped:
+            warning = join_url_dropped_warning(field)
+            self.save(neetocal_warning=warning)
+            self.note("neetocal_join_url_dropped", f"booking {booking.sid}: {warning}")
+            self.services.metrics.count("meetbridge_neetocal_join_url_dropped_total")
+        elif self.record.neetocal_warning:
+            self.save(neetocal_warning=None)
+            self.note("neetocal_join_url_landed", f"booking {booking.sid} carries the join URL")
+        self.store.mark_join_url_dropped(self.appointment_id, dropped)
 
     def booking_request(self, desired: Desired, link: Link, join_url: str) -> BookingRequest:
         assert desired.attendee is not None and desired.start is not None
@@ -301,13 +325,17 @@ class AppointmentSync:
         self.store.refresh.remove(self.appointment_id)
         sid = self.record.neetocal_booking_sid
         if sid is None and self.record.neetocal_create_pending and desired.attendee and self.record.neetocal_join_url:
-            found = self.services.neetocal.find_booking(desired.attendee.email, self.record.neetocal_join_url)
+            found = self.services.neetocal.find_booking(
+                desired.attendee.email, self.record.neetocal_join_url, field=self.settings.neetocal_join_url_field,
+                starts_at=zoom_time(desired.start) if desired.start else None,
+                host_email=desired.host.email if desired.host else None)
             sid = found.sid if found else None
         if sid is not None:
             reason = desired.cancel_reason or "The appointment was cancelled in meetergo."
             self.services.neetocal.cancel_booking(sid, reason)
             self.note("neetocal_booking_cancelled", f"booking {sid}")
-        self.save(neetocal_booking_sid=None, neetocal_slot=None, neetocal_create_pending=None)
+        self.save(neetocal_booking_sid=None, neetocal_slot=None, neetocal_create_pending=None, neetocal_warning=None)
+        self.store.mark_join_url_dropped(self.appointment_id, False)
 
     # --- bookkeeping -------------------------------------------------------------------------------------
     def adopt_or_apply(self, pending_field: str, marker: str, *, look_up: Callable[[], T | None],

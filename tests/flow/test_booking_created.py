@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from tests.support import Sims, Stack
+import pytest
+
+from tests.support import NEETOCAL_VERSIONS, Sims, Stack, assert_neetocal_calls_fit, neetocal_env
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "meetergo" / "booking_created.json"
 
@@ -25,7 +27,10 @@ def documented_example(days_ahead: int = 10) -> dict:
     return body
 
 
-def test_documented_booking_becomes_one_zoom_meeting_and_one_neetocal_booking(stack: Stack, sims: Sims) -> None:
+@pytest.mark.parametrize("neetocal", NEETOCAL_VERSIONS)
+def test_documented_booking_becomes_one_zoom_meeting_and_one_neetocal_booking(make_stack, sims: Sims,
+                                                                              neetocal: str) -> None:
+    stack = make_stack(**neetocal_env(sims, neetocal))
     body = documented_example()
     response = stack.deliver(body)
     assert response.status_code == 202, response.text
@@ -57,6 +62,8 @@ def test_documented_booking_becomes_one_zoom_meeting_and_one_neetocal_booking(st
     assert view["host_link"].startswith("https://meetbridge.test/h/appt-uuid-12345/")
     assert view["error"] is None
     assert "start_url" not in json.dumps(view).replace("start_url_expires_at", "")
+    assert view.get("warning") is None  # the simulator keeps unknown keys by default
+    assert_neetocal_calls_fit(sims, neetocal)
 
 
 def test_every_zoom_request_validates_against_the_openapi_subset(stack: Stack, sims: Sims) -> None:

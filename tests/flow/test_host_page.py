@@ -300,7 +300,7 @@ def _desired(start: datetime, minutes: int = 30, host: str = "John@Example.com",
     from workers.desired import Desired
 
     return Desired(appointment_id="a1", cancelled=cancelled, start=start, end=start + timedelta(minutes=minutes),
-                   hosts=(Host(email=host),), attendee=Attendee(email="ann@example.org", name="Ann Archer"),
+                   hosts=(Host(email=host),), attendees=(Attendee(email="ann@example.org", name="Ann Archer"),),
                    meeting_type=MeetingType(name="Discovery Call"))
 
 
@@ -340,7 +340,7 @@ def test_the_sequence_rises_on_each_significant_change_only() -> None:
 
     from workers.desired import Desired
 
-    unknown = Desired(appointment_id="a2", cancelled=True, start=None, end=None, hosts=(), attendee=None,
+    unknown = Desired(appointment_id="a2", cancelled=True, start=None, end=None, hosts=(), attendees=(),
                       meeting_type=None)
     assert page_change(unknown, AppointmentRecord("a2"), "cancelled", now) is None
 

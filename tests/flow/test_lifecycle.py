@@ -11,7 +11,19 @@ from typing import Any
 import pytest
 
 from sandbox import meetergo as meetergo_sim
-from tests.support import Sims, Stack, appointment, cancelled_payload, future_start, moved, wait_until
+from tests.support import (
+    NEETOCAL_VERSIONS,
+    Sims,
+    Stack,
+    appointment,
+    assert_neetocal_calls_fit,
+    cancelled_payload,
+    future_start,
+    moved,
+    neetocal_env,
+    neetocal_writes,
+    wait_until,
+)
 
 ZOOM_TIME = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -41,13 +53,13 @@ def writes(sims: Sims) -> dict[str, int]:
         "zoom_create": count("zoom", "POST", "/meetings"),
         "zoom_update": count("zoom", "PATCH", "/meetings/"),
         "zoom_delete": count("zoom", "DELETE", "/meetings/"),
-        "neetocal_book": count("neetocal", "POST", "/bookings", "/bookings"),
-        "neetocal_reschedule": count("neetocal", "PATCH", "/bookings/"),
-        "neetocal_cancel": count("neetocal", "POST", "/bookings/", "/cancel"),
+        **neetocal_writes(sims),
     }
 
 
-def test_create_reschedule_cancel(stack: Stack, sims: Sims) -> None:
+@pytest.mark.parametrize("neetocal", NEETOCAL_VERSIONS)
+def test_create_reschedule_cancel(make_stack, sims: Sims, neetocal: str) -> None:
+    stack = make_stack(**neetocal_env(sims, neetocal))
     appt = appointment(hour=10)
     stack.deliver(meetergo_sim.booking_created(appt))
     settled(stack, appt["id"], 1)
@@ -73,6 +85,7 @@ def test_create_reschedule_cancel(stack: Stack, sims: Sims) -> None:
     assert writes(sims) == {"zoom_create": 1, "zoom_update": 1, "zoom_delete": 1,
                             "neetocal_book": 1, "neetocal_reschedule": 1, "neetocal_cancel": 1}
     assert view["zoom"]["meeting_id"] is None
+    assert_neetocal_calls_fit(sims, neetocal)
 
 
 def test_cancel_before_create_leaves_a_tombstone(stack: Stack, sims: Sims) -> None:

@@ -7,7 +7,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sandbox import meetergo as meetergo_sim
-from tests.support import Sims, Stack, appointment, future_start, moved, wait_until
+from tests.support import (
+    NEETOCAL_VERSIONS,
+    Sims,
+    Stack,
+    appointment,
+    assert_neetocal_calls_fit,
+    future_start,
+    moved,
+    neetocal_env,
+    wait_until,
+)
 from workers.readback import reconcile
 from workers.services import build_services
 from workers.tasks import queue_syncs
@@ -57,7 +67,9 @@ def test_a_lost_booking_created_is_healed_by_one_run(stack: Stack, sims: Sims, p
     assert run_reconcile(stack) == 0
 
 
-def test_a_lost_reschedule_is_healed_by_one_run(stack: Stack, sims: Sims) -> None:
+@pytest.mark.parametrize("neetocal", NEETOCAL_VERSIONS)
+def test_a_lost_reschedule_is_healed_by_one_run(make_stack, sims: Sims, neetocal: str) -> None:
+    stack = make_stack(MEETERGO_API_KEY=API_KEY, **neetocal_env(sims, neetocal))
     appt = synced_by_webhook(stack, sims)
     later = moved(appt, future_start(days=6, hour=14))
     sims.post("meetergo", "appointments", later)  # rescheduled in meetergo; the webhook never arrived
@@ -67,9 +79,12 @@ def test_a_lost_reschedule_is_healed_by_one_run(stack: Stack, sims: Sims) -> Non
     stack.wait_for_status(appt["id"], "synced")
     [booking] = sims.neetocal_bookings()
     assert booking["starts_at"].startswith(future_start(days=6).date().isoformat())
+    assert_neetocal_calls_fit(sims, neetocal)
 
 
-def test_a_lost_cancellation_is_healed_by_one_run(stack: Stack, sims: Sims) -> None:
+@pytest.mark.parametrize("neetocal", NEETOCAL_VERSIONS)
+def test_a_lost_cancellation_is_healed_by_one_run(make_stack, sims: Sims, neetocal: str) -> None:
+    stack = make_stack(MEETERGO_API_KEY=API_KEY, **neetocal_env(sims, neetocal))
     appt = synced_by_webhook(stack, sims)
     at = (datetime.fromisoformat(appt["updatedAt"].replace("Z", "+00:00")) + timedelta(seconds=5)).astimezone(UTC)
     stamp = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -80,6 +95,7 @@ def test_a_lost_cancellation_is_healed_by_one_run(stack: Stack, sims: Sims) -> N
     stack.wait_for_status(appt["id"], "cancelled")
     assert sims.zoom_meetings() == []
     assert sims.neetocal_bookings() == []
+    assert_neetocal_calls_fit(sims, neetocal)
 
 
 def test_a_failing_user_list_and_a_malformed_appointment_do_not_stop_the_run(stack: Stack, sims: Sims) -> None:

@@ -436,3 +436,154 @@ def test_concurrent_bookings_of_one_slot_succeed_once(neetocal_api: httpx.Client
         statuses = list(pool.map(lambda _: book(neetocal_api).status_code, range(8)))
     assert sorted(statuses) == [200] + [422] * 7
     assert len(neetocal_api.get("/_sandbox/bookings").json()["bookings"]) == 1
+
+
+# ------------------------------------------------------------------------------------- v2 (and templates)
+
+V2 = "/api/external/v2"
+
+
+def v2_link(client: httpx.Client, slug: str = "intro", **fields: Any) -> dict[str, Any]:
+    body = {"slug": slug, "name": "Intro call", "hosts": [HOST], "duration": 30, **fields}
+    response = client.post(f"{V2}/meetings", json=body)
+    assert response.status_code == 200, response.text
+    return dict(response.json()["meeting"])
+
+
+def v2_booked(client: httpx.Client, slug: str = "intro", **fields: Any) -> dict[str, Any]:
+    body = {"meeting_slug": slug, "name": "Eve Smith", "email": "eve@example.com", "time_zone": "UTC",
+            "slot_date": MONDAY.isoformat(), "slot_start_time": "10:00 AM", **fields}
+    response = client.post(f"{V2}/bookings", json=body)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_v1_and_v2_share_one_state(neetocal_api: httpx.Client) -> None:
+    link = v2_link(neetocal_api)
+    assert neetocal_api.get(f"{API}/meetings/{link['sid']}").json()["meeting"]["slug"] == "intro"
+    booking = booked(neetocal_api)
+    assert neetocal_api.get(f"{V2}/bookings/{booking['sid']}").json()["sid"] == booking["sid"]
+
+
+def test_v2_answers_the_v1_only_routes_404(neetocal_api: httpx.Client) -> None:
+    link = v2_link(neetocal_api)
+    booking = v2_booked(neetocal_api)
+    periods = {"periods": [{"wday": "monday", "start_time": "09:00 AM", "end_time": "05:00 PM"}]}
+    assert neetocal_api.post(f"{V2}/meetings/{link['sid']}/availability", json=periods).status_code == 404
+    assert neetocal_api.post(f"{V2}/bookings/{booking['sid']}/cancel", json={}).status_code == 404
+    assert neetocal_api.get(f"{V2}/meeting_templates").status_code == 404
+    assert neetocal_api.get(f"{V2}/bookings/{booking['sid']}").json()["status"] == "confirmed"
+
+
+def test_v2_link_availability_is_a_patch_of_availabilities(neetocal_api: httpx.Client) -> None:
+    link = v2_link(neetocal_api)
+    body = {"periods": [{"wday": "sunday", "start_time": "12:00 AM", "end_time": "11:59 PM"}], "time_zone": "UTC"}
+    response = neetocal_api.patch(f"{V2}/meetings/{link['sid']}/availabilities", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["meeting"]["availability"]["periods"] == [
+        {"wday": "sunday", "start_time": "12:00 AM", "end_time": "11:59 PM"}]
+
+
+def test_v2_reschedule_and_cancel_are_one_patch(neetocal_api: httpx.Client) -> None:
+    v2_link(neetocal_api)
+    booking = v2_booked(neetocal_api)
+    moved = neetocal_api.patch(f"{V2}/bookings/{booking['sid']}", json={
+        "slot_date": MONDAY.isoformat(), "slot_start_time": "11:00 AM", "time_zone": "UTC",
+        "reschedule_reason": "moved"})
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["starts_at"] == f"{MONDAY.isoformat()}T11:00:00Z"
+    cancelled = neetocal_api.patch(f"{V2}/bookings/{booking['sid']}", json={"status": "cancelled",
+                                                                            "cancel_reason": "no longer"})
+    assert cancelled.status_code == 200
+    again = neetocal_api.get(f"{V2}/bookings/{booking['sid']}").json()
+    assert (again["status"], again["cancel_reason"]) == ("cancelled", "no longer")
+    assert neetocal_api.patch(f"{V2}/bookings/{booking['sid']}", json={"status": "cancelled"}).status_code == 422
+
+
+def test_v2_update_method_follows_the_config(neetocal_api: httpx.Client) -> None:
+    v2_link(neetocal_api)
+    booking = v2_booked(neetocal_api)
+    body = {"status": "cancelled"}
+    assert neetocal_api.put(f"{V2}/bookings/{booking['sid']}", json=body).status_code == 405  # reference: PATCH
+    configure(neetocal_api, v2_booking_update_method="PUT")  # the CLI's side
+    assert neetocal_api.patch(f"{V2}/bookings/{booking['sid']}", json=body).status_code == 405
+    assert neetocal_api.put(f"{V2}/bookings/{booking['sid']}", json=body).status_code == 200
+
+
+def test_v2_slot_time_format_follows_the_config(neetocal_api: httpx.Client) -> None:
+    v2_link(neetocal_api)
+    v2_booked(neetocal_api)  # 12-hour, as the reference writes it
+    configure(neetocal_api, v2_slot_time_format="24h")  # as the CLI sends it
+    refused = neetocal_api.post(f"{V2}/bookings", json={
+        "meeting_slug": "intro", "name": "A", "email": "a@example.com", "time_zone": "UTC",
+        "slot_date": MONDAY.isoformat(), "slot_start_time": "02:00 PM"})
+    assert refused.status_code == 422 and "slot_start_time" in refused.json()["error"]
+    ok = v2_booked(neetocal_api, email="b@example.com", slot_start_time="14:00")
+    assert ok["starts_at"] == f"{MONDAY.isoformat()}T14:00:00Z"
+    # v1 keeps its 12-hour rule whatever v2 takes.
+    assert book(neetocal_api, slot_start_time="15:00").status_code == 422
+
+
+@pytest.mark.parametrize("field", ["spot_custom_text", "custom_text"])
+def test_v2_spot_text_field_follows_the_config(neetocal_api: httpx.Client, field: str) -> None:
+    link = v2_link(neetocal_api)
+    configure(neetocal_api, v2_spot_text_field=field)
+    other = "custom_text" if field == "spot_custom_text" else "spot_custom_text"
+    refused = neetocal_api.post(f"{V2}/meetings/{link['sid']}/spots", json={"spot": "custom", other: "Zoom"})
+    assert refused.status_code == 422 and "custom text" in refused.text.lower()
+    created = neetocal_api.post(f"{V2}/meetings/{link['sid']}/spots", json={"spot": "custom", field: "Zoom"})
+    assert created.status_code == 200 and created.json()["spot"]["spot_custom_text"] == "Zoom"
+
+
+def test_v2_bookings_carry_form_responses_as_list_and_hash(neetocal_api: httpx.Client) -> None:
+    v2_link(neetocal_api)
+    booking = v2_booked(neetocal_api, form_responses={"zoom_join_url": "https://zoom.sandbox/j/1"})
+    assert booking["form_responses"] == [{"field": "Zoom join url", "value": "https://zoom.sandbox/j/1",
+                                          "type": "text", "field_code": "zoom_join_url"}]
+    assert booking["form_responses_as_hash"] == {"zoom_join_url": "https://zoom.sandbox/j/1"}
+
+
+def add_template(client: httpx.Client, *codes: str) -> dict[str, Any]:
+    response = client.post("/_sandbox/templates", json={
+        "name": "Zoom calls", "description": "From the template", "start_time_increment": 15,
+        "questions": [{"field_code": code} for code in codes]})
+    assert response.status_code == 200, response.text
+    return dict(response.json()["template"])
+
+
+def test_a_link_from_a_template_copies_its_questions_and_values(neetocal_api: httpx.Client) -> None:
+    template = add_template(neetocal_api, "zoom_join_url")
+    link = v2_link(neetocal_api, template_id=template["id"], description="Mine")
+    assert link["template_id"] == template["id"]
+    assert link["questions"] == ["name", "email", "zoom_join_url"]
+    assert link["start_time_increment"] == 15  # copied
+    assert link["description"] == "Mine"  # the request overrides the template
+    assert neetocal_api.get(f"{V2}/meeting-templates/{template['id']}").json()["is_template"] is True
+    assert neetocal_api.get(f"{V2}/meeting-templates/{template['sid']}").status_code == 200
+    listed = neetocal_api.get(f"{V2}/meeting-templates").json()["templates"]
+    assert [t["id"] for t in listed] == [template["id"]]
+    assert [t["id"] for t in neetocal_api.get(f"{API}/meeting_templates").json()["templates"]] == [template["id"]]
+
+
+def test_an_unknown_template_is_refused(neetocal_api: httpx.Client) -> None:
+    for base in (API, V2):
+        response = neetocal_api.post(f"{base}/meetings", json={
+            "slug": f"x{base[-1]}", "name": "X", "hosts": [HOST], "duration": 30, "template_id": "nope"})
+        assert response.status_code == 404 and response.json() == {"error": "Meeting template not found"}
+    assert neetocal_api.get(f"{V2}/meeting-templates/nope").status_code == 404
+
+
+def test_unknown_form_responses_are_kept_or_dropped_per_config(neetocal_api: httpx.Client) -> None:
+    template = add_template(neetocal_api, "zoom_join_url")
+    v2_link(neetocal_api, "plain")
+    v2_link(neetocal_api, "templated", template_id=template["id"])
+    answers = {"zoom_join_url": "https://zoom.sandbox/j/1", "other": "x"}
+    kept = v2_booked(neetocal_api, "plain", form_responses=answers)
+    assert kept["form_responses_as_hash"] == answers  # the default keeps every key
+    configure(neetocal_api, drop_unknown_form_responses=True)
+    dropped = v2_booked(neetocal_api, "plain", email="b@example.com", slot_start_time="11:00 AM",
+                        form_responses=answers)
+    assert dropped["form_responses_as_hash"] == {}
+    from_template = v2_booked(neetocal_api, "templated", email="c@example.com", slot_start_time="12:00 PM",
+                              form_responses=answers)
+    assert from_template["form_responses_as_hash"] == {"zoom_join_url": "https://zoom.sandbox/j/1"}

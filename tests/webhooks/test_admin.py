@@ -46,7 +46,8 @@ def test_the_view_never_holds_the_start_url(redis_client: redis.Redis) -> None:
         "zoom_start_url": start_url, "zoom_start_url_expires_at": "1900000000", "zoom_host": "john@example.com",
         "ends_at": "2030-03-17T18:00:00+00:00"})
     view = client().get("/api/appointments/a1", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).get_json()
-    assert set(view) == {"appointment_id", "status", "zoom", "neetocal", "host_link", "error", "waiting", "history"}
+    assert set(view) == {"appointment_id", "status", "zoom", "neetocal", "host_link", "error", "warning", "waiting",
+                         "history"}
     assert view["zoom"] == {"meeting_id": 123, "join_url": "https://zoom.us/j/123",
                             "start_url_expires_at": "2030-03-17T17:46:40Z"}
     assert "zak=" not in json.dumps(view)

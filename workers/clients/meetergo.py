@@ -1,4 +1,5 @@
-"""meetergo REST API (v4): appointments read back for the truth, and the company's users (host emails)."""
+"""meetergo REST API (v4): appointments read back for the truth, the company's users (host emails), and the
+webhook registrations `meetbridge connect` manages."""
 
 from __future__ import annotations
 
@@ -61,6 +62,22 @@ class MeetergoClient(ApiClient):
             offset += len(users)
             if not users or offset >= int(body.get("total") or 0):
                 return
+
+    # Webhook management lives at /webhooks, outside /v4 (developer-docs/webhooks/managing-webhooks).
+    def list_webhooks(self) -> list[dict[str, Any]]:
+        body = self.request("GET", "webhooks", operation="list_webhooks").json()
+        return [item for item in body if isinstance(item, dict)] if isinstance(body, list) else []
+
+    def create_webhook(self, endpoint: str, event_types: list[str], description: str) -> dict[str, Any]:
+        """Register a webhook; a company holding meetergo's maximum already gets `406 "Limit reached"`."""
+        body = {"endpoint": endpoint, "description": description, "eventTypes": event_types}
+        result: dict[str, Any] = self.request("POST", "webhooks", operation="create_webhook", json=body).json()
+        return result
+
+    def update_webhook(self, webhook_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("PATCH", f"webhooks/{webhook_id}", operation="update_webhook",
+                                              json=changes).json()
+        return result
 
     def auth_headers(self) -> dict[str, str]:
         if not self.api_key:

@@ -10,6 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -44,6 +45,54 @@ OPERATION_LABELS = {
     "update_meeting": LIGHT,
     "delete_meeting": LIGHT,
 }
+
+
+@dataclass(frozen=True)
+class ScopeNeed:
+    """One thing meetbridge asks of Zoom and the scopes that allow it (sandbox/SPEC.md cites the names).
+
+    Apps made before Zoom's granular scopes hold the classic ones (several calls each); newer apps hold one
+    granular scope per endpoint. Either set satisfies the need.
+    """
+
+    capability: str
+    granular: str
+    classic: tuple[str, ...]
+
+    def met_by(self, granted: frozenset[str]) -> bool:
+        return self.granular in granted or set(self.classic) <= granted
+
+
+SCOPE_NEEDS = (
+    ScopeNeed("create meetings (POST /users/{userId}/meetings)", "meeting:write:meeting:admin",
+              ("meeting:write:admin",)),
+    ScopeNeed("update meetings (PATCH /meetings/{meetingId})", "meeting:update:meeting:admin",
+              ("meeting:write:admin",)),
+    ScopeNeed("delete meetings (DELETE /meetings/{meetingId})", "meeting:delete:meeting:admin",
+              ("meeting:write:admin",)),
+    ScopeNeed("read meetings (GET /meetings/{meetingId})", "meeting:read:meeting:admin", ("meeting:read:admin",)),
+    # A host's meetings are listed under the user: classic apps need to read users for it as well.
+    ScopeNeed("list a host's meetings (GET /users/{userId}/meetings)", "meeting:read:list_meetings:admin",
+              ("meeting:read:admin", "user:read:admin")),
+)
+
+
+def missing_scopes(scope: str | None) -> list[str]:
+    """The scope names to add to the app so that a token with `scope` (Zoom's space-separated string) can do
+    everything meetbridge does; empty when nothing is missing.
+
+    An app holding granular scopes is told the granular names (Zoom does not mix the two on one app), an app
+    holding only classic ones the classic names; one holding none gets the granular names, as new apps do.
+    """
+    granted = frozenset((scope or "").split())
+    classic_app = bool(granted) and not any(name.count(":") >= 3 for name in granted)
+    missing: list[str] = []
+    for need in SCOPE_NEEDS:
+        if need.met_by(granted):
+            continue
+        names = [name for name in need.classic if name not in granted] if classic_app else [need.granular]
+        missing.extend(name for name in names if name not in missing)
+    return missing
 
 
 class ZoomAuth:
@@ -93,7 +142,25 @@ class ZoomAuth:
             return None
         return data["access_token"], data["expires_at"]
 
+    def fresh_grant(self) -> dict[str, Any]:
+        """A new token's whole answer (`access_token`, `expires_in`, `scope`), kept out of the shared cache.
+
+        Several Server-to-Server tokens may be live at once, so asking for one more revokes none in use; and the
+        cached shared token may predate a change of the app's scopes, so only a new one tells what it holds now.
+        """
+        return self._request_token()
+
     def _renew(self) -> str:
+        data = self._request_token()
+        expires_at = time.time() + float(data.get("expires_in", 3600))
+        token = data["access_token"]
+        ttl_ms = int((expires_at - time.time()) * 1000)
+        self.redis.set(KEYS.zoom_token, json.dumps({"access_token": token, "expires_at": expires_at}), px=ttl_ms)
+        self._cached = (token, expires_at)
+        log.info("renewed the Zoom access token")
+        return token
+
+    def _request_token(self) -> dict[str, Any]:
         client_id, client_secret = self.credentials
         if not (self.account_id and client_id and client_secret):
             raise NotConfigured("ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID and ZOOM_CLIENT_SECRET are not set", service="zoom")
@@ -112,14 +179,8 @@ class ZoomAuth:
             cls = RateLimited if response.status_code == 429 else APIConnectionError
             raise cls(f"token request answered {response.status_code}", service="zoom",
                       status=response.status_code)
-        data = response.json()
-        expires_at = time.time() + float(data.get("expires_in", 3600))
-        token = data["access_token"]
-        ttl_ms = int((expires_at - time.time()) * 1000)
-        self.redis.set(KEYS.zoom_token, json.dumps({"access_token": token, "expires_at": expires_at}), px=ttl_ms)
-        self._cached = (token, expires_at)
-        log.info("renewed the Zoom access token")
-        return token
+        data: dict[str, Any] = response.json()
+        return data
 
 
 class ZoomClient(ApiClient):

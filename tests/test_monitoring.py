@@ -1,0 +1,81 @@
+"""The dashboard and alert rules that ship in deploy/: valid, unit-tested, and reading metrics that exist."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sandbox import meetergo as meetergo_sim
+from tests.support import ROOT, Stack, appointment
+
+PROMETHEUS = ROOT / "deploy" / "prometheus"
+DASHBOARD = ROOT / "deploy" / "grafana" / "meetbridge.json"
+METRIC = re.compile(r"\bmeetbridge_[a-z_]+")
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool is missing: scripts/test installs Debian's prometheus package")
+        pytest.skip("promtool is not installed (apt-get install prometheus)")
+    return found
+
+
+@pytest.mark.parametrize("args", [["check", "rules", "alerts.yml"], ["test", "rules", "alerts.test.yml"]])
+def test_the_alert_rules_are_valid_and_their_unit_tests_pass(args: list[str]) -> None:
+    result = subprocess.run([promtool(), *args], cwd=PROMETHEUS, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def named_metrics() -> set[str]:
+    names = set(METRIC.findall((PROMETHEUS / "alerts.yml").read_text()))
+    for panel in json.loads(DASHBOARD.read_text())["panels"]:
+        for target in panel["targets"]:
+            names |= set(METRIC.findall(target["expr"]))
+    # A histogram is announced by its base name; a counter without its _total in the TYPE line.
+    return {re.sub(r"_(bucket|sum|count)$", "", name) for name in names}
+
+
+def test_every_metric_the_dashboard_and_rules_read_exists(stack: Stack) -> None:
+    appt = appointment()
+    stack.deliver(meetergo_sim.booking_created(appt))
+    stack.wait_for_status(appt["id"], "synced")
+    stack.deliver(meetergo_sim.booking_created(appt), token="not-the-token-at-all-0123456789")
+    scraped = stack.http.get(f"{stack.web_url}/metrics").text
+    announced = set(re.findall(r"^# TYPE (\S+)", scraped, flags=re.M))
+    announced |= {name + "_total" for name in announced}
+    missing = sorted(name for name in named_metrics() if name not in announced)
+    assert not missing, f"read by deploy/ but not exported: {missing}"
+    assert 'meetbridge_zoom_daily_used{host="john@example.com"} 1.0' in scraped
+    assert "meetbridge_redis_up 1.0" in scraped
+
+
+def test_metrics_say_when_redis_is_down(make_stack, private_redis) -> None:
+    stack = make_stack(workers=0, REDIS_URL=private_redis.url)
+    private_redis.stop()
+    scraped = stack.http.get(f"{stack.web_url}/metrics")
+    assert scraped.status_code == 200
+    assert "meetbridge_redis_up 0.0" in scraped.text
+
+
+def test_the_dashboard_is_valid_grafana_json() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] == "meetbridge" and dashboard["panels"]
+    assert len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])
+    assert Path(DASHBOARD).stat().st_size < 100_000
+
+
+def test_workers_send_task_events_for_flower() -> None:
+    from meetbridge.config import Settings
+    from workers.celery_app import celery_config
+
+    config = celery_config(Settings())
+    assert config["worker_send_task_events"] and config["task_send_sent_event"]
