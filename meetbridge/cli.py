@@ -54,7 +54,7 @@ def status(appointment_id: str) -> None:
 
 @main.command(name="list")
 @click.option("--status", "wanted", default="failed", show_default=True,
-              type=click.Choice(["pending", "synced", "cancelled", "failed", "waiting"]))
+              type=click.Choice(["pending", "synced", "cancelled", "skipped", "failed", "waiting"]))
 def list_appointments(wanted: str) -> None:
     """List appointment ids with a status (failed: the dead-letter set)."""
     from workers.operations import appointments_with_status

@@ -112,6 +112,7 @@ class Settings:
     refresh_sweep_seconds: float = 60
     reconcile_seconds: float = 900
     host_link_grace_seconds: int = 86400
+    zoom_channels: frozenset[str] = frozenset({"zoom"})
     retention_days: float = 30
     metrics_token: str | None = None
     metrics_port: int | None = None
@@ -179,6 +180,7 @@ class Settings:
             refresh_sweep_seconds=reader.float("REFRESH_SWEEP_SECONDS", 60, minimum=0.1),
             reconcile_seconds=reader.float("RECONCILE_SECONDS", 900, minimum=1),
             host_link_grace_seconds=reader.int("HOST_LINK_GRACE_SECONDS", 86400, minimum=0),
+            zoom_channels=frozenset(c.lower() for c in reader.list("ZOOM_CHANNELS")) or cls.zoom_channels,
             retention_days=reader.float("RETENTION_DAYS", 30, minimum=0),
             metrics_token=reader.optional("METRICS_TOKEN"),
             metrics_port=reader.optional_int("METRICS_PORT"),

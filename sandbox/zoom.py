@@ -168,6 +168,7 @@ class _Meeting:
     deleted_query: dict[str, str] | None = None
     gets: int = 0
     patches: int = 0
+    started: bool = False  # the host started it (POST /_sandbox/meetings/<id>/start): deletes answer 3002
 
     @property
     def join_url(self) -> str:
@@ -290,6 +291,7 @@ class ZoomSimulator:
             ("/_sandbox/start_urls", "sandbox_start_urls", self.sandbox_start_urls, ["GET"]),
             ("/_sandbox/validation_errors", "sandbox_validation", self.sandbox_validation_errors, ["GET"]),
             ("/_sandbox/quota", "sandbox_quota", self.sandbox_quota, ["POST"]),
+            ("/_sandbox/meetings/<int:meeting_id>/start", "sandbox_start", self.sandbox_start_meeting, ["POST"]),
         ]
         for rule, endpoint, view, methods in routes:
             app.add_url_rule(rule, endpoint, view, methods=methods)
@@ -419,6 +421,9 @@ class ZoomSimulator:
             meeting = self._live_meeting(meeting_id)
             if meeting is None:
                 return _meeting_not_found(meeting_id)
+            if meeting.started:
+                # API-FACTS (DELETE /meetings/{meetingId}): 400 3002 while the meeting is in progress.
+                return _zoom_error(400, 3002, "Sorry, you cannot delete this meeting since it is in progress.")
             meeting.deleted = True
             meeting.deleted_query = request.args.to_dict()
             self.control.mark_applied()
@@ -681,6 +686,15 @@ class ZoomSimulator:
     def sandbox_validation_errors(self) -> Response:
         with self.control.lock:
             return json_response({"errors": [dict(item) for item in self.state.validation_errors]}, 200)
+
+    def sandbox_start_meeting(self, meeting_id: int) -> Response:
+        """The host joins: the meeting is in progress from now on."""
+        with self.control.lock:
+            meeting = self.state.meetings.get(meeting_id)
+            if meeting is None or meeting.deleted:
+                return json_response({"error": f"no live meeting {meeting_id}"}, 404)
+            meeting.started = True
+        return json_response({"id": meeting_id, "started": True}, 200)
 
     def sandbox_quota(self) -> Response:
         try:

@@ -60,10 +60,11 @@ _APPOINTMENT_VIEW = {
     "required": ["appointment_id", "status", "zoom", "neetocal", "host_link", "error", "history"],
     "properties": {
         "appointment_id": {"type": "string"},
-        "status": {"type": "string", "enum": ["pending", "synced", "cancelled", "failed", "waiting"]},
+        "status": {"type": "string", "enum": ["pending", "synced", "cancelled", "skipped", "failed", "waiting"]},
         "zoom": {"type": "object", "properties": {
             "meeting_id": {"type": ["integer", "null"]}, "join_url": {"type": ["string", "null"]},
-            "start_url_expires_at": {"type": ["string", "null"]}}},
+            "start_url_expires_at": {"type": ["string", "null"]},
+            "none_because": {"type": ["string", "null"]}}},
         "neetocal": {"type": "object", "properties": {
             "booking_sid": {"type": ["string", "null"]}, "meeting_slug": {"type": ["string", "null"]}}},
         "host_link": {"type": ["string", "null"]},

@@ -51,6 +51,11 @@ class Desired:
     def group(self) -> bool:
         return len(self.attendees) > 1
 
+    def wants_zoom(self, zoom_channels: frozenset[str]) -> bool:
+        """Whether this appointment gets a Zoom meeting: its channel is one of ZOOM_CHANNELS (an appointment whose
+        events name no channel is taken for a Zoom one, as before channels were read)."""
+        return self.channel is None or self.channel in zoom_channels
+
     @property
     def alternative_hosts(self) -> tuple[str, ...]:
         return tuple(h.email for h in self.hosts[1:] if h.email and h.email != self.host.email)

@@ -26,6 +26,7 @@ def appointment_view(services: Services, appointment_id: str) -> dict[str, Any] 
             "meeting_id": record.zoom_meeting_id,
             "join_url": record.zoom_join_url,
             "start_url_expires_at": utc_iso(record.zoom_start_url_expires_at),
+            "none_because": record.zoom_skipped,
         },
         "neetocal": {
             "booking_sid": record.neetocal_booking_sid,
@@ -34,7 +35,7 @@ def appointment_view(services: Services, appointment_id: str) -> dict[str, Any] 
         "host_link": host_link_for(services.settings, record),
         "error": record.error or record.refresh_error,
         # Absent or null when all is well (CONTRACT.md); synced appointments may still carry one.
-        "warning": record.neetocal_warning,
+        "warning": record.neetocal_warning or record.skipped_reason,
         "waiting": {"reason": record.waiting_reason, "until": record.resume_at} if record.status == "waiting" else None,
         "history": services.store.history(appointment_id),
     }

@@ -151,6 +151,8 @@ class AppointmentRecord:
     neetocal_warning: str | None = None  # what the service noticed on the booking but cannot fix itself
     host_link_version: int = 0  # bumped to revoke the appointment's host link
     refresh_error: str | None = None
+    zoom_skipped: str | None = None  # why the appointment has no Zoom meeting (its channel)
+    skipped_reason: str | None = None  # why the appointment was skipped (it was over before it was synced)
     sync_attempts: int = 0  # failed attempts in a row; the retry policy's count, kept across workers
     # What the host's page and calendar feed show (workers/host_pages.py), written at the end of each sync.
     page_host: str | None = None

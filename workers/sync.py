@@ -34,6 +34,8 @@ T = TypeVar("T")
 
 SPOT_TEXT = "Zoom: the join link is in your booking details."
 LINK_CACHE_SECONDS = 7 * 24 * 3600
+# Zoom's answers to a delete of a meeting that is in progress or over (API-FACTS: DELETE 400 3002, 3007).
+MEETING_UNDER_WAY_OR_OVER = (3002, 3007)
 
 
 def meeting_spec(desired: Desired) -> MeetingSpec:
@@ -89,11 +91,17 @@ class AppointmentSync:
         if desired.cancelled:
             self.cancel(desired)
             outcome = "cancelled"
+        elif desired.end is not None and desired.end <= datetime.now(UTC) and not self.record.zoom_meeting_id \
+                and not self.record.neetocal_booking_sid:
+            # Delivered (or first synced) after it ended: nothing to set up, and nothing an operator must fix.
+            outcome = "skipped"
+            self.save(skipped_reason=f"the appointment ended ({desired.end.isoformat()}) before it was synced")
         else:
-            assert desired.end is not None
-            if not self.record.zoom_meeting_id and desired.end <= datetime.now(UTC):
-                raise CannotSync("the appointment ended before it could be synced")
-            self.ensure_zoom(desired)
+            if desired.wants_zoom(self.settings.zoom_channels):
+                self.ensure_zoom(desired)
+                self.save(zoom_skipped=None)
+            else:
+                self.no_zoom(desired)
             self.ensure_neetocal(desired)
             outcome = "synced"
         HostPages(self.services).record_sync(self.appointment_id, desired, self.record, outcome)
@@ -116,6 +124,15 @@ class AppointmentSync:
         return fold(events)
 
     # --- Zoom --------------------------------------------------------------------------------------------
+    def no_zoom(self, desired: Desired) -> None:
+        """A phone, in-person or other non-Zoom appointment: no meeting (one made earlier goes), and the admin
+        API says why."""
+        if self.record.zoom_meeting_id or self.record.zoom_create_pending:
+            self.delete_zoom(f"the appointment's channel is now {desired.channel}")
+        self.save(ends_at=desired.end.isoformat() if desired.end else None,
+                  zoom_skipped=f"channel {desired.channel!r} is not in ZOOM_CHANNELS "
+                               f"({', '.join(sorted(self.settings.zoom_channels))}): no Zoom meeting")
+
     def ensure_zoom(self, desired: Desired) -> None:
         spec = meeting_spec(desired)
         host = desired.host.email
@@ -202,7 +219,15 @@ class AppointmentSync:
             found = self.services.zoom.find_meeting(self.record.zoom_create_pending, self.appointment_id)
             meeting_id = found.id if found else None
         if meeting_id is not None:
-            existed = self.services.zoom.delete_meeting(meeting_id, notify=self.settings.zoom_cancel_reminder)
+            try:
+                existed = self.services.zoom.delete_meeting(meeting_id, notify=self.settings.zoom_cancel_reminder)
+            except ValidationFailed as error:
+                if error.code not in MEETING_UNDER_WAY_OR_OVER:
+                    raise
+                # Zoom keeps a meeting in progress (3002) or over (3007): record its answer; the rest goes on.
+                self.note("zoom_meeting_kept", f"meeting {meeting_id}: Zoom said {error.message} ({error.code})")
+                self.forget_zoom()
+                return
             self.note("zoom_meeting_deleted", f"meeting {meeting_id}: {why}" + ("" if existed else " (already gone)"))
         self.forget_zoom()
 
@@ -220,6 +245,12 @@ class AppointmentSync:
             return
         if desired.attendee is None:
             raise CannotSync("no attendee email to make the NeetoCal booking with")
+        if not desired.attendee.email:
+            # meetergo's phoneOnlyBooking: NeetoCal requires an email, so there is no booking to make.
+            self.save(neetocal_warning="phone-only booking (no attendee email): NeetoCal needs an email, so no "
+                                       "NeetoCal booking was made; the host has the Zoom meeting")
+            self.note("neetocal_skipped", "phone-only booking")
+            return
         link = self.scheduling_link(desired)
         join_url = self.record.zoom_join_url or ""
         sid = self.record.neetocal_booking_sid
@@ -282,7 +313,7 @@ class AppointmentSync:
         assert desired.attendee is not None and desired.start is not None
         # The booking is the attendee's: only what attendees may read goes on it. Never the host link or the
         # start_url (each logs its holder in as host); hosts find those on their own page.
-        answers = {self.settings.neetocal_join_url_field: join_url}
+        answers = {self.settings.neetocal_join_url_field: join_url} if join_url else {}
         return BookingRequest(
             meeting_slug=link.slug,
             name=desired.attendee.name or desired.attendee.email,

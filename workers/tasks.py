@@ -47,7 +47,7 @@ class Outcome:
     retry_in: float | None = None
 
 
-SETTLED = frozenset({"synced", "cancelled", "waiting", "failed"})
+SETTLED = frozenset({"synced", "cancelled", "skipped", "waiting", "failed"})
 
 
 def run_sync(services: Services, appointment_id: str) -> Outcome:

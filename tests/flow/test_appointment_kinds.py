@@ -1,0 +1,69 @@
+"""Appointments that are not one attendee on Zoom: other channels, phone-only bookings, the past, a meeting in
+progress when it is cancelled."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import redis
+
+from sandbox import meetergo as meetergo_sim
+from tests.support import Sims, Stack, appointment, cancelled_payload
+from workers.state import KEYS
+
+
+def test_a_phone_appointment_gets_no_zoom_meeting_and_a_neetocal_booking_without_a_join_url(stack: Stack,
+                                                                                           sims: Sims) -> None:
+    appt = appointment(channel="phone")
+    stack.deliver(meetergo_sim.booking_created(appt))
+    view = stack.wait_for_status(appt["id"], "synced")
+    assert sims.zoom_meetings(live_only=False) == []
+    assert "channel 'phone' is not in ZOOM_CHANNELS" in view["zoom"]["none_because"]
+    assert view["host_link"] is None
+    [booking] = sims.neetocal_bookings()
+    assert booking["email"] == "customer@example.com"
+    assert "zoom_join_url" not in (booking.get("form_responses_as_hash") or booking.get("form_responses") or {})
+
+
+def test_zoom_channels_decide_which_appointments_get_a_meeting(make_stack, sims: Sims) -> None:
+    stack = make_stack(ZOOM_CHANNELS="zoom,local")
+    appt = appointment(channel="local")
+    stack.deliver(meetergo_sim.booking_created(appt))
+    view = stack.wait_for_status(appt["id"], "synced")
+    assert view["zoom"]["meeting_id"] and view["zoom"]["none_because"] is None
+    assert len(sims.zoom_meetings()) == 1
+
+
+def test_a_phone_only_attendee_gets_a_zoom_meeting_a_warning_and_no_neetocal_call(stack: Stack,
+                                                                                 sims: Sims) -> None:
+    appt = appointment(attendee={"firstname": "Pat", "phone": "+49 30 1234567"})
+    appt["attendees"][0]["email"] = None
+    assert stack.deliver(meetergo_sim.booking_created(appt)).status_code == 202
+    view = stack.wait_for_status(appt["id"], "synced")
+    assert len(sims.zoom_meetings()) == 1
+    assert "phone-only" in view["warning"]
+    assert sims.calls("neetocal", "POST", "/bookings") == []
+
+
+def test_a_past_appointment_is_skipped_not_a_dead_letter(stack: Stack, sims: Sims, redis_client: redis.Redis) -> None:
+    over = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    appt = appointment()
+    appt.update(start=over.isoformat(), end=(over + timedelta(minutes=30)).isoformat())
+    stack.deliver(meetergo_sim.booking_created(appt))
+    view = stack.wait_for_status(appt["id"], "skipped")
+    assert "ended" in view["warning"] and view["error"] is None
+    assert redis_client.zscore(KEYS.dead_letter, appt["id"]) is None
+    assert sims.zoom_meetings(live_only=False) == [] and sims.calls("neetocal", "POST", "/bookings") == []
+
+
+def test_a_cancel_during_the_meeting_still_cancels_the_neetocal_booking(stack: Stack, sims: Sims) -> None:
+    appt = appointment()
+    stack.deliver(meetergo_sim.booking_created(appt))
+    view = stack.wait_for_status(appt["id"], "synced")
+    sims.post("zoom", f"meetings/{view['zoom']['meeting_id']}/start", {})  # the host is in the meeting
+    stack.deliver(cancelled_payload(appt))
+    cancelled = stack.wait_for_status(appt["id"], "cancelled")
+    assert sims.neetocal_bookings() == []
+    [kept] = [e for e in cancelled["history"] if e["event"] == "zoom_meeting_kept"]
+    assert "3002" in kept["detail"]
+    assert [r["status"] for r in sims.calls("zoom", "DELETE", "/meetings/")] == [400]
