@@ -204,6 +204,10 @@ class Settings:
             log_format=reader.str("LOG_FORMAT", "json").lower(),
             stale_variables=tuple(name for name in STALE_VARIABLES if reader.optional(name)),
         )
+        if settings.redis_sentinels and settings.redis_url.startswith("rediss://"):
+            # Sentinel discovery here speaks plain TCP: a TLS REDIS_URL would silently lose its TLS.
+            raise ConfigError("REDIS_SENTINELS with a rediss:// REDIS_URL is not supported: the service would "
+                              "reach the primary without TLS; use Sentinel on a private network with redis://")
         if validate:
             settings.validate()
         return settings

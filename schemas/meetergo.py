@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import available_timezones
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validates_schema
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre_load, validates_schema
 from marshmallow.validate import Length, Regexp
 
 from schemas.events import (
@@ -88,6 +88,13 @@ class AttendeeSchema(_Schema):
     timezone = fields.String(allow_none=True, validate=validate_timezone)
     # "Additional attendee emails (max 5)".
     bringalongEmails = fields.List(fields.Email(validate=Length(max=254)), allow_none=True, validate=Length(max=5))
+
+    @pre_load
+    def blank_email_is_none(self, data: Any, **_: Any) -> Any:
+        # A phone-only booking may carry "email": "" rather than null or no key.
+        if isinstance(data, dict) and isinstance(data.get("email"), str) and not data["email"].strip():
+            return {**data, "email": None}
+        return data
 
     @validates_schema
     def email_or_phone(self, data: dict[str, Any], **_: Any) -> None:

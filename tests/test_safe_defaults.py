@@ -106,3 +106,8 @@ def test_a_dotenv_file_is_read_in_development_only(tmp_path: Path, environment: 
 def test_an_unknown_environment_is_refused() -> None:
     with pytest.raises(ConfigError, match="MEETBRIDGE_ENV"):
         Settings.from_env({"MEETBRIDGE_ENV": "staging"})
+
+
+def test_sentinels_with_a_tls_redis_url_are_refused() -> None:
+    with pytest.raises(ConfigError, match="REDIS_SENTINELS with a rediss://"):
+        Settings.from_env({"REDIS_SENTINELS": "127.0.0.1:26379", "REDIS_URL": "rediss://:pw@redis/0"})

@@ -24,6 +24,13 @@ def require_admin_token() -> Any:
     return None
 
 
+@bp.after_request
+def not_stored(response: Any) -> Any:
+    # Answers carry host links and host-page links (bearer credentials): no cache may keep them.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 @bp.get("/appointments/<appointment_id>")
 def show(appointment_id: str) -> Any:
     view = appointment_view(current_app.extensions["meetbridge"], appointment_id)

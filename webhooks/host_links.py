@@ -15,6 +15,7 @@ from workers.clients.errors import APIError
 from workers.host_links import PATH_PREFIX, LinkRefused, check_still_open, is_zoom_start_url, read_claims
 from workers.start_urls import StartUrls
 from workers.state import AppointmentRecord
+from workers.tasks import queue_syncs
 
 bp = Blueprint("host_links", __name__)
 ROUTE = f"{PATH_PREFIX}/<appointment_id>/<token>"
@@ -66,7 +67,7 @@ def show_start_page(appointment_id: str, token: str) -> Any:
 @bp.post(ROUTE)
 def start_meeting(appointment_id: str, token: str) -> Any:
     try:
-        _open(appointment_id, token)
+        record = _open(appointment_id, token)
     except LinkRefused as error:
         return _refused(error)
     services = current_app.extensions["meetbridge"]
@@ -76,6 +77,8 @@ def start_meeting(appointment_id: str, token: str) -> Any:
         current_app.logger.warning("host link for %s: Zoom did not give a start_url: %s", appointment_id, error)
         found = None
     start_url = found[0] if found else None
+    if found is None and (services.store.load(appointment_id) or record).zoom_drift:
+        queue_syncs(services, [appointment_id])  # changed in Zoom (another host?): put it back, then start
     if not is_zoom_start_url(services.settings, start_url):
         return _page(503, "The meeting cannot be started just now",
                      "Zoom did not give us a way to start it yet. Try again in a minute.", retry_after=30)

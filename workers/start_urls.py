@@ -133,18 +133,25 @@ class StartUrls:
         except Exception as error:
             self.store.update(appointment_id, refresh_error=f"start_url refresh failed: {error}")
             raise
+        if self.note_drift(record, meeting):
+            return "drifted"
         self.save(appointment_id, meeting, record.zoom_host, now, meeting_end)
         lag = now - (expires_at - self.settings.start_url_refresh_lead_seconds)
         if not force and expires_at:
             self.services.metrics.observe("meetbridge_start_url_refresh_lag_seconds", max(0.0, lag))
-        changed = drift(record, meeting)
-        if changed:
-            # Someone moved it in Zoom: the sync this answer queues puts it back (a new host: a new meeting).
-            self.store.update(appointment_id, zoom_drift="changed", zoom_host=meeting.host_email or record.zoom_host)
-            self.store.note(appointment_id, "zoom_drift", f"meeting {meeting.id} was changed in Zoom ({changed}); "
-                                                          "putting it back")
-            return "drifted"
         return "refreshed"
+
+    def note_drift(self, record: AppointmentRecord, meeting: ZoomMeeting) -> bool:
+        """Whether someone changed the meeting in Zoom; if so it is noted for the sync to put back. Checked before
+        its start_url is kept: a meeting moved to another host carries that host's credential."""
+        changed = drift(record, meeting)
+        if not changed:
+            return False
+        self.store.update(record.appointment_id, zoom_drift="changed",
+                          zoom_host=meeting.host_email or record.zoom_host)
+        self.store.note(record.appointment_id, "zoom_drift",
+                        f"meeting {meeting.id} was changed in Zoom ({changed}); putting it back")
+        return True
 
     def valid_start_url(self, appointment_id: str) -> tuple[str, AppointmentRecord] | None:
         """A start_url valid for at least HOST_LINK_MIN_VALIDITY_SECONDS, refreshing it on the spot if needed."""
@@ -158,6 +165,8 @@ class StartUrls:
             return None
         fetched_at = time.time()
         meeting = self.services.zoom.get_meeting(record.zoom_meeting_id)
+        if self.note_drift(record, meeting):
+            return None  # not the meeting the host's link was made for any more: the sync puts it back first
         self.save(appointment_id, meeting, record.zoom_host, fetched_at, ends_at(record))
         self.store.note(appointment_id, "start_url_refreshed", "fetched on demand for the host link")
         return meeting.start_url or "", record

@@ -260,6 +260,19 @@ class RedisEpoch:
         return self._restarted_at is not None and time.time() - self._restarted_at < RESTART_CAREFUL_SECONDS
 
 
+# Pending appointments whose sync seems lost (pending since before ARGV[1], no lock held, no retry parked):
+# each is given a fresh pending time, so that it is queued again once per interval, and returned.
+_STALE_PENDING = """
+local found = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))) do
+  if redis.call('EXISTS', ARGV[4] .. id) == 0 and not redis.call('ZSCORE', KEYS[2], id) then
+    redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id)
+    table.insert(found, id)
+  end
+end
+return found
+"""
+
 REPLICA_ACK_TIMEOUT_MS = 1000
 
 
@@ -309,6 +322,7 @@ class Store:
         self.ended = Schedule(client, keys.ended_schedule)
         self.forget = Schedule(client, keys.forget_schedule)
         self._record_delivery = client.register_script(_RECORD_DELIVERY)
+        self._stale_pending = client.register_script(_STALE_PENDING)
         self._release_lock = client.register_script(_RELEASE_LOCK)
         self._extend_lock = client.register_script(_EXTEND_LOCK)
 
@@ -493,6 +507,13 @@ class Store:
             pipe.zrem(self.keys.pending, appointment_id)
             pipe.hdel(self.keys.appointment(appointment_id), "sync_attempts")
             pipe.execute()
+
+    def stale_pending(self, older_than: float, now: float, limit: int = 1000) -> list[str]:
+        """Appointments pending since before `older_than` with no sync running and none parked: their task was
+        lost (a broker message dropped in a Redis failover, say). Each is returned once per interval."""
+        lock_prefix = self.keys.lock("")
+        return list(self._stale_pending(keys=[self.keys.pending, self.keys.deferred_schedule],
+                                        args=[older_than, now, limit, lock_prefix]))
 
     def oldest_pending(self) -> float | None:
         first = self.client.zrange(self.keys.pending, 0, 0, withscores=True)

@@ -359,7 +359,7 @@ class AppointmentSync:
             found = self.services.neetocal.find_booking(
                 desired.attendee.email, self.record.neetocal_join_url, field=self.settings.neetocal_join_url_field,
                 starts_at=zoom_time(desired.start) if desired.start else None,
-                host_email=desired.host.email if desired.host else None)
+                host_email=desired.host.email if desired.hosts else None)
             sid = found.sid if found else None
         if sid is not None:
             reason = desired.cancel_reason or "The appointment was cancelled in meetergo."

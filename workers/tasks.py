@@ -175,6 +175,11 @@ def sweep_schedules(services: Services, now: float | None = None, batch: int = S
         store.forget_everywhere(gone)
         if len(over) < batch and len(gone) < batch:
             break
+    # A sync whose task was lost outright (not merely unacknowledged: the broker restores those) is queued again.
+    lost = store.stale_pending(now - 2 * services.settings.broker_visibility_timeout_seconds, now)
+    if lost:
+        log.warning("queueing %d pending appointment(s) again: no task of theirs ran for a while", len(lost))
+        syncs += enqueue_many(services.redis, app, SYNC, [(member,) for member in lost])
     while True:
         parked = store.deferred.claim_due(now, batch, DEFERRED_CLAIM_LEASE_SECONDS)
         syncs += enqueue_many(services.redis, app, SYNC, [(member,) for member in parked])

@@ -237,3 +237,27 @@ def test_ids_that_look_like_keys_cannot_reach_another_appointments_keys(stack: S
         assert view["status"] == "synced"
         assert view["zoom"]["meeting_id"] != meeting_id
     assert len(sims.zoom_meetings()) == 4
+
+
+def test_a_meeting_changed_in_zoom_is_put_back_before_its_start_url_is_handed_out(make_stack, sims: Sims) -> None:
+    # Every press fetches a fresh start_url (valid 200 s < the 300 s promised), so the fetch sees what Zoom holds.
+    sims.configure("zoom", start_url_ttl_seconds=200)
+    stack = make_stack(HOST_LINK_MIN_VALIDITY_SECONDS=300)
+    appt = book(stack)
+    view = stack.appointment(appt["id"])
+    meeting_id = view["zoom"]["meeting_id"]
+    token = httpx.post(f"{sims.url('zoom')}/oauth/token", params={"grant_type": "account_credentials",
+                       "account_id": stack.env["ZOOM_ACCOUNT_ID"]},
+                       auth=(stack.env["ZOOM_CLIENT_ID"], stack.env["ZOOM_CLIENT_SECRET"])).json()["access_token"]
+    moved_in_zoom = httpx.patch(f"{sims.url('zoom')}/v2/meetings/{meeting_id}",
+                                headers={"Authorization": f"Bearer {token}"},
+                                json={"start_time": "2031-01-01T09:00:00Z", "timezone": "UTC"})
+    assert moved_in_zoom.status_code == 204
+
+    refused = press_start(stack, view["host_link"])
+    assert refused.status_code == 503 and "Location" not in refused.headers
+    wait_until(lambda: "zoom_drift_healed" in [e["event"] for e in stack.appointment(appt["id"])["history"]],
+               message="the sync the link queued to put the meeting back")
+    [meeting] = sims.zoom_meetings()
+    assert meeting["start_time"] == appt["start"].replace("+00:00", "Z")
+    assert press_start(stack, stack.appointment(appt["id"])["host_link"]).status_code == 302

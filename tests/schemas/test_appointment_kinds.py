@@ -56,3 +56,10 @@ def test_the_channel_and_meetergos_own_meeting_link_are_read() -> None:
     zoom = parse_delivery(created(meetingInfo={"channel": "zoom", "meetingLink": "https://zoom.us/j/123456789"}))
     assert zoom.event.meeting_link == "https://zoom.us/j/123456789"
     assert fold([zoom.event]).channel == "zoom"
+
+
+def test_a_phone_only_attendee_may_send_an_empty_email() -> None:
+    person = meetergo_sim.attendee_entry({"firstname": "Pat", "phone": "+49 30 1234567"})
+    person["email"] = ""
+    event = parse_delivery(created(attendees=[person])).event
+    assert event.attendees[0].email == "" and event.attendees[0].phone == "+49 30 1234567"

@@ -25,3 +25,13 @@ def test_earlier_key_names_are_moved_once(redis_client: redis.Redis) -> None:
     assert redis_client.llen(KEYS.history("a1")) == 1
     assert redis_client.hgetall(KEYS.appointment("a1")) == {"status": "synced"}
     assert store.migrate_keys() == 0
+
+
+def test_stale_pending_finds_syncs_whose_task_was_lost_once_per_interval(redis_client: redis.Redis) -> None:
+    store = Store(redis_client)
+    redis_client.zadd(KEYS.pending, {"lost": 100, "running": 100, "parked": 100, "fresh": 990})
+    redis_client.set(KEYS.lock("running"), "token")
+    store.deferred.put("parked", 2000)
+    assert store.stale_pending(older_than=500, now=1000) == ["lost"]
+    assert redis_client.zscore(KEYS.pending, "lost") == 1000  # not again until another interval has passed
+    assert store.stale_pending(older_than=500, now=1000) == []
