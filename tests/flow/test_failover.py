@@ -98,8 +98,8 @@ def test_readonly_makes_the_client_reconnect_instead_of_failing_the_delivery(mak
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("MEETBRIDGE_SENTINEL_TEST"),
-                    reason="opt-in (MEETBRIDGE_SENTINEL_TEST=1): under a loaded machine the Celery worker sometimes "
-                           "does not resume consuming after the failover (issue #15 stays open for it)")
+                    reason="opt-in (MEETBRIDGE_SENTINEL_TEST=1) until it is shown stable on a loaded machine "
+                           "(issue #15 stays open for it)")
 def test_web_worker_and_beat_follow_a_sentinel_failover_and_lose_nothing(make_stack, sims: Sims,
                                                                           tmp_path) -> None:
     cluster = SentinelCluster(tmp_path / "ha")
