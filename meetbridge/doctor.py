@@ -53,6 +53,7 @@ def run_checks(settings: Settings) -> Iterator[Check]:
         if settings.neetocal_configured:
             yield neetocal_template(services)
             yield _join_url_dropped(services)
+            yield _neetocal_refused(services)
     finally:
         services.close()
 
@@ -242,6 +243,15 @@ def _join_url_dropped(services: Services) -> Check:
     return Check("NeetoCal join URL", "fail",
                  f"{count} appointment(s) (e.g. {', '.join(recent)}): "
                  + join_url_dropped_warning(services.settings.neetocal_join_url_field))
+
+
+def _neetocal_refused(services: Services) -> Check:
+    count, recent = services.store.neetocal_refused()
+    if not count:
+        return Check("NeetoCal bookings", "ok", "NeetoCal accepted every booking")
+    return Check("NeetoCal bookings", "warn",
+                 f"NeetoCal refused a booking of {count} appointment(s) (e.g. {', '.join(recent)}); each has its "
+                 "Zoom meeting, and its `warning` in the admin API gives NeetoCal's reason")
 
 
 def _meetergo(services: Services) -> str:

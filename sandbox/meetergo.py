@@ -142,6 +142,7 @@ def attendee_entry(attendee: Mapping[str, Any]) -> dict[str, Any]:
         "phone": attendee.get("phone"),
         "timezone": attendee.get("timezone"),
         "language": attendee.get("language") or "en",
+        **({"bringalongEmails": list(attendee["bringalongEmails"])} if attendee.get("bringalongEmails") else {}),
     }
 
 
@@ -308,6 +309,10 @@ CONFIG_KEYS: dict[str, ConfigKey] = {
     "api_keys": ConfigKey([DEFAULT_API_KEY], string_list()),
     "envelope": ConfigKey("flat", text(("flat", "nested"))),
     "cancel_shape": ConfigKey("webhook", text(("webhook", "rest"))),
+    # What `booking_cancelled` carries when one attendee leaves a group (POST .../cancel with `attendeeId`): the
+    # docs say only that the event fires. "leaver": the appointment naming just the attendee who left (still
+    # `isCancelled: true`); "remaining": the appointment as it now is (`isCancelled: false`, who remains).
+    "attendee_cancel_payload": ConfigKey("leaver", text(("leaver", "remaining"))),
     "page_base": ConfigKey(1, _page_base),
     "rate_limit_per_minute": ConfigKey(None, integer(minimum=1, nullable=True)),
 }
@@ -721,6 +726,10 @@ class MeetergoSimulator:
             if appt.get("isCancelled"):
                 return _error(400, "Appointment is already cancelled")
             stamp = _later_timestamp(appt)
+            leaving = body.get("attendeeId")
+            remaining = [a for a in appt.get("attendees") or [] if a.get("id") != leaving]
+            if leaving and not body.get("cancelAll") and remaining and len(remaining) < len(appt["attendees"]):
+                return self._attendee_leaves(appt, leaving, remaining, stamp, body.get("reason"))
             appt["isCancelled"], appt["updatedAt"] = True, stamp
             # Cancelled through the API: by the host the key acts for.
             appt["cancel"] = {"cancelledAt": stamp, "cancelledBy": "host", "reason": body.get("reason")}
@@ -728,6 +737,23 @@ class MeetergoSimulator:
             payload = booking_cancelled(appt, self.control.get("cancel_shape"))
             self._announce("booking_cancelled", appt, payload)
             return json_response(_rest_view(appt), 200)
+
+    def _attendee_leaves(self, appt: dict[str, Any], leaving: str, remaining: list[dict[str, Any]], stamp: str,
+                         reason: Any) -> Response:
+        """One attendee of a group leaves: the appointment goes on for the others, and `booking_cancelled` fires
+        ("or one attendee removed from a group booking", webhooks/events) in the configured shape."""
+        [leaver] = [a for a in appt["attendees"] if a.get("id") == leaving]
+        appt["attendees"], appt["updatedAt"] = remaining, stamp
+        cancel = {"cancelledAt": stamp, "cancelledBy": "attendee", "reason": reason}
+        if self.control.get("attendee_cancel_payload") == "leaver":
+            payload = {**booking_cancelled({**appt, "attendees": [leaver], "cancel": cancel},
+                                           self.control.get("cancel_shape"))}
+        else:
+            payload = {**booking_cancelled({**appt, "cancel": cancel}, self.control.get("cancel_shape")),
+                       "isCancelled": False}
+        self.control.mark_applied()
+        self._announce("booking_cancelled", appt, payload)
+        return json_response(_rest_view(appt), 200)
 
     def list_appointments(self) -> Response:
         checked = self._preflight()

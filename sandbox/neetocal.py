@@ -3,8 +3,10 @@ availability and spots, and bookings.
 
 The booking rules are the ones the service must get right: 12-hour `slot_start_time`, the slot read in
 the booking's `time_zone`, start on the link's increment, inside the link's availability (in the
-availability's own zone), in the future, and not overlapping another confirmed booking of the host.
-v2 folds reschedule and cancel into `PATCH /bookings/{id}` and answers the v1-only routes 404; where the v2
+availability's own zone), in the future, and not overlapping another confirmed booking of the host (a
+`grouped` link seats several bookings at one slot). On v2, `override_availability` lifts the link's hours and
+increment and the host's other bookings (not the future): how meetbridge books mirror links that have no public
+hours. v2 folds reschedule and cancel into `PATCH /bookings/{id}` and answers the v1-only routes 404; where the v2
 reference and NeetoCal's CLI disagree, a config key picks the side (sandbox/SPEC.md).
 """
 
@@ -490,8 +492,12 @@ class NeetoCalSimulator:
                 return slot
             if not isinstance(body.get("form_responses", {}), dict):
                 return _error(422, "form_responses must be an object")
-            host = self._free_host(link, *slot, ignore=None)
-            if host is None or not _slot_is_offered(link, slot[0]):
+            if self._overrides_availability(body):
+                host = link.hosts[0] if slot[0] > utcnow() else None
+            else:
+                host = self._free_host(link, *slot, ignore=None)
+                host = host if _slot_is_offered(link, slot[0]) else None
+            if host is None:
                 return _error(422, SLOT_TAKEN)
             booking = _Booking(
                 id=str(uuid.uuid4()),
@@ -572,7 +578,12 @@ class NeetoCalSimulator:
         slot = _requested_slot(checked, booking.link, self._clock())
         if isinstance(slot, Response):
             return slot
-        if not _slot_is_offered(booking.link, slot[0]) or self._host_busy(booking.host_email, *slot, booking):
+        if self._overrides_availability(body):
+            refused = slot[0] <= utcnow()
+        else:
+            refused = not _slot_is_offered(booking.link, slot[0]) or self._host_busy(
+                booking.host_email, *slot, booking, booking.link)
+        if refused:
             return _error(422, SLOT_TAKEN)
         booking.starts_at, booking.ends_at = slot
         booking.name, booking.email, booking.time_zone = checked["name"], checked["email"], body["time_zone"]
@@ -687,19 +698,27 @@ class NeetoCalSimulator:
             pass
         return candidate
 
-    def _host_busy(self, host: str, start: datetime, end: datetime, ignore: _Booking | None) -> bool:
+    def _overrides_availability(self, body: dict[str, Any]) -> bool:
+        """v2's `override_availability` (api/bookings/create); v1 documents no such field and ignores it."""
+        return request.path.startswith(V2) and body.get("override_availability") is True
+
+    def _host_busy(self, host: str, start: datetime, end: datetime, ignore: _Booking | None,
+                   link: _Link | None = None) -> bool:
         return any(
             booking is not ignore
             and booking.status == "confirmed"
             and booking.host_email.lower() == host.lower()
             and booking.overlaps(start, end)
+            # A grouped link seats several attendees at one slot.
+            and not (link is not None and link.kind == "grouped" and booking.link is link
+                     and booking.starts_at == start)
             for booking in self.state.bookings
         )
 
     def _free_host(self, link: _Link, start: datetime, end: datetime, ignore: _Booking | None) -> str | None:
         """Who takes the booking: the first free host for round robin, else the first host if free."""
         candidates = link.hosts if link.kind == "round_robin" else link.hosts[:1]
-        return next((host for host in candidates if not self._host_busy(host, start, end, ignore)), None)
+        return next((host for host in candidates if not self._host_busy(host, start, end, ignore, link)), None)
 
     # ----------------------------------------------------------------------- /_sandbox
 

@@ -401,6 +401,11 @@ class ZoomSimulator:
             meeting = self._live_meeting(meeting_id)
             if meeting is None:
                 return _meeting_not_found(meeting_id)
+            if meeting.started:
+                # API-FACTS (PATCH /meetings/{meetingId}): 400 3000, e.g. "You cannot update or delete meetings
+                # that have started using this method".
+                return _zoom_error(400, 3000, "You cannot update or delete meetings that have started using this "
+                                              "method.")
             new_start = None
             if "start_time" in body:
                 new_start = parse_start_time(body["start_time"], body.get("timezone") or meeting.timezone)

@@ -67,10 +67,13 @@ class AppointmentEvent:
     # When the service learned of it (the intake's clock): not part of the event's identity, so a repeated
     # delivery is still a duplicate. It bounds `occurred_at`, which the sender controls.
     received_at: datetime | None = None
+    # The order in which the service recorded it (one counter per appointment, assigned in Redis): breaks
+    # ties between events meetergo dated alike, whatever order Redis lists them in. None until recorded.
+    seq: int | None = None
 
     def fingerprint(self) -> str:
         """Identical for every delivery of the same event (meetergo sends no delivery id)."""
-        identity = {k: v for k, v in self.to_dict().items() if k != "received_at"}
+        identity = {k: v for k, v in self.to_dict().items() if k not in ("received_at", "seq")}
         return fingerprint_of(json.dumps(identity, sort_keys=True, separators=(",", ":")))
 
     @property
@@ -101,6 +104,8 @@ class AppointmentEvent:
             "meeting_link": self.meeting_link,
             "location": self.location,
             "received_at": _iso(self.received_at),
+            # Absent until recorded: the intake's script appends it to the stored JSON.
+            **({"seq": self.seq} if self.seq is not None else {}),
         }
 
     @classmethod
@@ -121,6 +126,7 @@ class AppointmentEvent:
             meeting_link=data.get("meeting_link"),
             location=data.get("location"),
             received_at=_parse(data.get("received_at")),
+            seq=data.get("seq"),
         )
 
 

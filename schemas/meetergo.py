@@ -310,14 +310,15 @@ class ReadbackSchema(AppointmentSchema):
 def readback_event(data: dict[str, Any], hosts: tuple[Host, ...], read_at: datetime) -> AppointmentEvent:
     """An `AppointmentEvent` from a loaded read-back, with its host ids resolved to `hosts` by the caller.
 
-    It is dated when it was read, not when meetergo last changed the appointment: it describes the
-    appointment as it was at that moment, after every change meetergo had made by then.
+    It is dated by meetergo's own `updatedAt` (when meetergo last changed the appointment), not by the worker's
+    clock, so that it orders against the webhooks by meetergo's timestamps alone; without one, by when it was
+    read. On equal timestamps a read-back outranks a webhook (workers/desired.py).
     """
     cancel = data.get("cancel") or {}
     return AppointmentEvent(
         kind="readback",
         appointment_id=data["id"],
-        occurred_at=read_at,
+        occurred_at=data.get("updatedAt") or read_at,
         received_at=read_at,
         start=data.get("start"),
         end=data.get("end"),

@@ -32,6 +32,10 @@ class LinkSpec:
     host_email: str
     duration: int
     description: str = ""
+    # "grouped" when the appointment has several attendees: each gets a booking of their own at the same slot.
+    kind: str = "one_on_one"
+    # The text of the link's custom spot (where the meeting happens), shown to whoever books or holds a booking.
+    spot_text: str = ""
     # A NeetoCal scheduling-link template: "All template configuration values are automatically copied"
     # (its booking-form questions among them), "Values you provide in the same request override" them.
     template_id: str | None = None
@@ -43,7 +47,7 @@ class LinkRequestSchema(Schema):
     description = fields.String()
     hosts = fields.Function(lambda spec: [spec.host_email])
     duration = fields.Integer()
-    kind = fields.Constant("one_on_one")
+    kind = fields.String()
     # meetergo slots can start at any 5-minute mark; the link must accept each one that is mirrored.
     start_time_increment = fields.Constant(5)
     template_id = fields.String()
@@ -63,6 +67,16 @@ def always_available() -> dict[str, Any]:
     }
 
 
+def no_public_availability() -> dict[str, Any]:
+    """No open hours: nobody can book a mirror link on its public page; meetbridge books with
+    `override_availability` (v2), so the link needs none."""
+    return {"periods": [], "time_zone": "UTC"}
+
+
+# The form field of an attendee's guests ("guest_email_s" in the make-booking example of NeetoCal's reference).
+GUESTS_FIELD = "guest_email_s"
+
+
 @dataclass(frozen=True)
 class BookingRequest:
     meeting_slug: str
@@ -71,6 +85,13 @@ class BookingRequest:
     start: datetime
     time_zone: str
     form_responses: dict[str, str] = field(default_factory=dict)
+    guests: tuple[str, ...] = ()  # the attendee's bringalongEmails
+    # v2: book at the slot meetergo chose whatever the link's hours and the host's other bookings say.
+    override_availability: bool = False
+
+
+def _answers(booking: BookingRequest) -> dict[str, Any]:
+    return {**booking.form_responses, **({GUESTS_FIELD: list(booking.guests)} if booking.guests else {})}
 
 
 class BookingRequestSchema(Schema):
@@ -82,7 +103,14 @@ class BookingRequestSchema(Schema):
     time_zone = fields.String()
     slot_date = fields.Function(lambda b: slot_fields(b.start, b.time_zone)["slot_date"])
     slot_start_time = fields.Function(lambda b: slot_fields(b.start, b.time_zone)["slot_start_time"])
-    form_responses = fields.Dict()
+    form_responses = fields.Function(_answers)
+    override_availability = fields.Boolean()
+
+    @post_dump
+    def drop_unset_override(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        if not data.get("override_availability"):
+            data.pop("override_availability", None)  # v1 documents no such field
+        return data
 
 
 class RescheduleRequestSchema(BookingRequestSchema):

@@ -435,3 +435,18 @@ def cancelled_payload(appt: dict[str, Any], seconds_later: int = 1, shape: str =
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def run_doctor(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`meetbridge doctor` with a stack's environment."""
+    return subprocess.run([sys.executable, "-m", "meetbridge.cli", "doctor"], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, **env}, timeout=60)
+
+
+def metric(stack: Stack, name: str) -> float:
+    """One unlabelled series of the stack's /metrics (0 when absent)."""
+    for line in stack.http.get(f"{stack.web_url}/metrics").text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+

@@ -7,7 +7,7 @@ newer read-back of the appointment says otherwise.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from schemas.events import AppointmentEvent, Attendee, Host, MeetingType
@@ -17,11 +17,12 @@ _EPOCH = datetime.min.replace(tzinfo=UTC)
 _KIND_RANK = {"booking_created": 0, "booking_rescheduled": 1, "booking_cancelled": 2, "readback": 3}
 
 
-def _order(event: AppointmentEvent) -> tuple[datetime, int, datetime, str]:
-    # Equal times and kinds (meetergo's timestamps are often whole seconds): the one received later wins, and
-    # events received in the same instant are told apart by their content, never by the order Redis lists them.
-    return (event.effective_at or _EPOCH, _KIND_RANK[event.kind], event.received_at or _EPOCH,
-            event.fingerprint())
+def _order(event: AppointmentEvent) -> tuple[datetime, int, int, datetime, str]:
+    # Equal times and kinds (meetergo's timestamps are often whole seconds): the one the intake recorded later
+    # wins (its sequence number; events stored before there was one count as older), then the later receipt
+    # time, then content: never the order in which Redis happens to list them.
+    return (event.effective_at or _EPOCH, _KIND_RANK[event.kind], event.seq if event.seq is not None else -1,
+            event.received_at or _EPOCH, event.fingerprint())
 
 
 @dataclass(frozen=True)
@@ -84,14 +85,22 @@ def fold(events: list[AppointmentEvent]) -> Desired | None:
     attendees: tuple[Attendee, ...] = ()
     meeting_type: MeetingType | None = None
     channel = meeting_link = location = None
+    verdicts: list[AppointmentEvent] = []
     for event in ordered:
         if event.start and event.end:
             start, end = event.start, event.end
         if event.hosts:
             hosts = event.hosts
-        if event.attendees:
-            # The newest list says who is still in (one who left a group is no longer on it).
-            attendees = _merge_attendees(attendees, event.attendees)
+        if _leaves_group(event, attendees):
+            # Some attendees of a group left; the appointment goes on for the others.
+            leaving = {_identity(a) for a in event.attendees}
+            attendees = tuple(a for a in attendees if _identity(a) not in leaving)
+        else:
+            if event.attendees:
+                # The newest list says who is still in (a read-back no longer lists one who left a group).
+                attendees = _merge_attendees(attendees, event.attendees)
+            if event.kind in ("booking_cancelled", "readback"):
+                verdicts.append(event)
         if event.meeting_type and (event.meeting_type.name or event.meeting_type.slug):
             meeting_type = event.meeting_type
         channel = event.channel or channel
@@ -99,7 +108,6 @@ def fold(events: list[AppointmentEvent]) -> Desired | None:
         location = event.location or location
     # Only cancellations and read-backs speak to whether the appointment is cancelled; creation and
     # reschedule events arriving late cannot undo a cancellation.
-    verdicts = [e for e in ordered if e.kind in ("booking_cancelled", "readback")]
     last_verdict = verdicts[-1] if verdicts else None
     cancelled = bool(last_verdict and last_verdict.cancelled)
     if not cancelled and (start is None or not hosts):
@@ -117,6 +125,20 @@ def fold(events: list[AppointmentEvent]) -> Desired | None:
         meeting_link=meeting_link,
         location=location,
     )
+
+
+def _leaves_group(event: AppointmentEvent, attendees: tuple[Attendee, ...]) -> bool:
+    """A cancellation that names only some attendees of a group appointment: those attendees left it.
+
+    meetergo sends `booking_cancelled` both when an appointment is cancelled and when one attendee leaves a group
+    booking, and does not document how the two payloads differ. Without a read-back, one that names a strict
+    subset of the attendees known so far is taken for those attendees leaving; one that names them all (or
+    nobody) cancels the appointment. A read-back, when configured, decides (it lists who remains)."""
+    if event.kind != "booking_cancelled" or not event.cancelled or len(attendees) < 2 or not event.attendees:
+        return False
+    known = {_identity(a) for a in attendees}
+    named = {_identity(a) for a in event.attendees}
+    return named < known
 
 
 def _merge_attendees(older: tuple[Attendee, ...], newer: tuple[Attendee, ...]) -> tuple[Attendee, ...]:
@@ -137,9 +159,32 @@ def _merge_attendee(older: Attendee | None, newer: Attendee) -> Attendee:
 
 
 def needs_confirmation(events: list[AppointmentEvent]) -> bool:
-    """True when the newest word on cancellation is a webhook that meetergo has not confirmed by read-back."""
-    verdicts = sorted((e for e in events if e.kind in ("booking_cancelled", "readback")), key=_order)
-    return bool(verdicts) and verdicts[-1].kind == "booking_cancelled" and verdicts[-1].cancelled
+    """True when a cancellation webhook (of the whole appointment or of some group attendees) came in after the
+    last read-back: meetergo is asked who remains before anything is deleted."""
+    cancels = [e for e in events if e.kind == "booking_cancelled" and e.cancelled]
+    if not cancels:
+        return False
+    readbacks = [e for e in events if e.kind == "readback"]
+    if not readbacks:
+        return True
+    return max(map(_recorded, cancels)) > max(map(_recorded, readbacks))
+
+
+def answering(readback: AppointmentEvent, events: list[AppointmentEvent]) -> AppointmentEvent:
+    """A read-back made to confirm a cancellation webhook is meetergo's answer to it, asked after it arrived: it is
+    dated no earlier than the newest cancellation among `events` (both are meetergo's timestamps), so that its
+    answer stands even when meetergo's `updatedAt` did not move (an attendee left without the appointment
+    changing, say). Ties between a webhook and a read-back already go to the read-back."""
+    cancels = [e.effective_at for e in events if e.kind == "booking_cancelled" and e.cancelled and e.effective_at]
+    if not cancels or (readback.occurred_at is not None and readback.occurred_at >= max(cancels)):
+        return readback
+    return replace(readback, occurred_at=max(cancels))
+
+
+def _recorded(event: AppointmentEvent) -> tuple[datetime, int]:
+    """When the service learned of an event (a read-back is dated by meetergo's updatedAt, so that cannot say
+    whether it was read after a webhook)."""
+    return (event.received_at or _EPOCH, event.seq if event.seq is not None else -1)
 
 
 def snapshot(events: list[AppointmentEvent]) -> AppointmentEvent | None:

@@ -86,8 +86,8 @@ return cjson.encode(rows)
 _NOT_READ = frozenset({
     "created_at", "updated_at", "error", "waiting_reason", "resume_at", "refresh_error", "sync_attempts",
     "zoom_start_url", "zoom_topic", "zoom_timezone", "zoom_alt_hosts", "zoom_create_pending", "zoom_update_pending",
-    "neetocal_booking_sid", "neetocal_meeting_slug", "neetocal_slot", "neetocal_join_url", "neetocal_create_pending",
-    "neetocal_reschedule_pending", "neetocal_warning",
+    "neetocal_bookings", "neetocal_grouped", "neetocal_warning", "neetocal_booking_sid", "neetocal_meeting_slug",
+    "neetocal_slot", "neetocal_join_url",
 })
 _READ_FIELDS = tuple(f.name for f in dataclass_fields(AppointmentRecord)
                      if f.name != "appointment_id" and f.name not in _NOT_READ)

@@ -29,7 +29,11 @@ DESCRIPTIONS = {
     "meetbridge_retries_total": "Sync attempts scheduled again after a transient failure.",
     "meetbridge_reconcile_errors_total": "Reconciliation steps that failed (users, listing, one appointment).",
     "meetbridge_lookups_total": "Look-ups for a write whose answer an earlier attempt lost, by step.",
-    "meetbridge_drift_healed_total": "Zoom meetings found deleted or changed in Zoom and put back, by kind.",
+    "meetbridge_drift_healed_total": (
+        "Mirrors found changed outside meetbridge and put back, by kind (Zoom meeting gone or changed, NeetoCal "
+        "booking cancelled or moved)."),
+    "meetbridge_neetocal_refused_total": (
+        "NeetoCal bookings NeetoCal refused (a warning on the appointment, not a retry or a dead letter)."),
     "meetbridge_neetocal_join_url_dropped_total": (
         "NeetoCal bookings made or moved without the join URL (no booking-form question has its field code)."),
     "meetbridge_api_requests_total": "Calls to Zoom, NeetoCal and meetergo by service, operation and HTTP status.",

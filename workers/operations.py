@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,12 +27,13 @@ def appointment_view(services: Services, appointment_id: str) -> dict[str, Any] 
             "meeting_id": record.zoom_meeting_id,
             "join_url": record.zoom_join_url,
             "start_url_expires_at": utc_iso(record.zoom_start_url_expires_at),
-            "none_because": record.zoom_skipped,
+            "none_because": record.zoom_skipped or (
+                "meetergo's own Zoom meeting, outside this Zoom account: its link is the join URL, and there is no "
+                "host link for it" if record.zoom_external else None),
+            # "meetergo" when meetergo's own Zoom integration made the meeting (meetbridge made none).
+            "made_by": record.zoom_owner or ("meetbridge" if record.zoom_meeting_id else None),
         },
-        "neetocal": {
-            "booking_sid": record.neetocal_booking_sid,
-            "meeting_slug": record.neetocal_meeting_slug,
-        },
+        "neetocal": neetocal_view(record),
         "host_link": host_link_for(services.settings, record),
         "error": record.error or record.refresh_error,
         # Absent or null when all is well (CONTRACT.md); synced appointments may still carry one.
@@ -39,6 +41,19 @@ def appointment_view(services: Services, appointment_id: str) -> dict[str, Any] 
         "waiting": {"reason": record.waiting_reason, "until": record.resume_at} if record.status == "waiting" else None,
         "history": services.store.history(appointment_id),
     }
+
+
+def neetocal_view(record: AppointmentRecord) -> dict[str, Any]:
+    """The first attendee's booking (as the contract shows it), and every attendee's under `bookings`."""
+    bookings = [{"email": entry["email"], "booking_sid": entry.get("sid"), "meeting_slug": entry.get("slug"),
+                 "refused": entry.get("refused")}
+                for entry in json.loads(record.neetocal_bookings or "{}").values()]
+    if not bookings and record.neetocal_booking_sid:  # an earlier version's record, until its next sync
+        bookings = [{"email": None, "booking_sid": record.neetocal_booking_sid,
+                     "meeting_slug": record.neetocal_meeting_slug, "refused": None}]
+    first = next((b for b in bookings if b["booking_sid"]), None)
+    return {"booking_sid": first["booking_sid"] if first else None,
+            "meeting_slug": first["meeting_slug"] if first else None, "bookings": bookings}
 
 
 def host_link_for(settings: Settings, record: AppointmentRecord) -> str | None:

@@ -135,5 +135,10 @@ def _id_of(raw: Any) -> Any:
 def _same_appointment(before: Any, after: Any) -> bool:
     if before is None or after is None:
         return before is after
-    return (before.cancelled, before.start, before.end, [h.email for h in before.hosts]) == (
-        after.cancelled, after.start, after.end, [h.email for h in after.hosts])
+    return _compared(before) == _compared(after)
+
+
+def _compared(desired: Any) -> tuple[Any, ...]:
+    """What reconciliation compares: when, who hosts, who attends (a group's attendees come and go), the link."""
+    return (desired.cancelled, desired.start, desired.end, [h.email for h in desired.hosts],
+            sorted(a.email or f"phone:{a.phone}" for a in desired.attendees), desired.meeting_link)

@@ -7,6 +7,7 @@ that must not interleave run as Lua scripts, so that every process (web, workers
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 import time
@@ -91,6 +92,8 @@ class Keys:
     # zset: id -> when NeetoCal was seen dropping its join URL (the booking form lacks the question); `doctor`
     # counts it. Bounded like the other sets: an appointment leaves it when fixed, cancelled or forgotten.
     neetocal_join_url_dropped = f"{prefix}:neetocal:join_url_dropped"
+    # zset: id -> when NeetoCal refused one of its bookings (a warning, not a retry); `doctor` counts it too.
+    neetocal_refused = f"{prefix}:neetocal:refused"
 
     def rate(self, name: str) -> str:
         return f"{self.prefix}:rate:{name}"
@@ -142,13 +145,20 @@ class AppointmentRecord:
     zoom_create_pending: str | None = None
     zoom_update_pending: str | None = None
     zoom_drift: str | None = None  # "gone" or "changed": found so in Zoom by the refresh; the sync heals it
+    # "meetergo" when meetergo's own Zoom integration made the meeting (meetingInfo.meetingLink): meetbridge keeps
+    # its start_url fresh but leaves moving and deleting it to meetergo.
+    zoom_owner: str | None = None
+    zoom_external: int = 0  # 1 when that meeting is outside this Zoom account: its link is all there is
+    zoom_kept: str | None = None  # the update Zoom refused (the meeting had started): not sent again
+    # Each attendee's NeetoCal booking: JSON {attendee email: {sid, slug, slot, join_url, ...}} (workers/sync.py).
+    neetocal_bookings: str | None = None
+    neetocal_grouped: int = 0  # 1 once the appointment had several attendees: its bookings stay on a grouped link
+    neetocal_warning: str | None = None  # what the service noticed on the bookings but cannot fix itself
+    # Earlier versions kept one booking in these; the next sync moves it into neetocal_bookings.
     neetocal_booking_sid: str | None = None
     neetocal_meeting_slug: str | None = None
     neetocal_slot: str | None = None
     neetocal_join_url: str | None = None
-    neetocal_create_pending: str | None = None
-    neetocal_reschedule_pending: str | None = None
-    neetocal_warning: str | None = None  # what the service noticed on the booking but cannot fix itself
     host_link_version: int = 0  # bumped to revoke the appointment's host link
     refresh_error: str | None = None
     zoom_skipped: str | None = None  # why the appointment has no Zoom meeting (its channel)
@@ -174,7 +184,8 @@ class AppointmentRecord:
 
 _FIELD_NAMES = {f.name for f in fields(AppointmentRecord)} - {"appointment_id"}
 _NUMERIC_FIELDS: dict[str, type] = {"zoom_meeting_id": int, "zoom_duration": int, "zoom_start_url_expires_at": float,
-                                    "host_link_version": int, "page_sequence": int, "sync_attempts": int}
+                                    "host_link_version": int, "page_sequence": int, "sync_attempts": int,
+                                    "neetocal_grouped": int, "zoom_external": int}
 
 
 # Records one accepted delivery and queues its sync in one round trip: a delivery is either a duplicate
@@ -184,7 +195,9 @@ if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
   redis.call('HINCRBY', KEYS[7], ARGV[9], 1)
   return 0
 end
-redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
+-- The event's place in the appointment's intake order, appended to its JSON object (ARGV[4] ends in '}').
+local seq = redis.call('HINCRBY', KEYS[2], 'event_seq', 1)
+redis.call('HSET', KEYS[3], ARGV[3], string.sub(ARGV[4], 1, -2) .. ',"seq":' .. seq .. '}')
 redis.call('HSETNX', KEYS[2], 'created_at', ARGV[6])
 redis.call('HSET', KEYS[2], 'status', 'pending', 'updated_at', ARGV[6])
 redis.call('ZADD', KEYS[6], 'NX', ARGV[7], ARGV[1])
@@ -397,8 +410,9 @@ class Store:
     # --- writing -----------------------------------------------------------------------------------------
     def add_event(self, event: AppointmentEvent) -> None:
         """Record knowledge that did not come through the webhook (read-back, reconciliation)."""
+        seq = int(self.client.hincrby(self.keys.appointment(event.appointment_id), "event_seq", 1))
         with self.client.pipeline() as pipe:
-            stored = event.to_json()
+            stored = dataclasses.replace(event, seq=seq).to_json()
             pipe.hset(self.keys.events(event.appointment_id), event.fingerprint(), stored)
             pipe.hsetnx(self.keys.appointment(event.appointment_id), "created_at", now_iso())
             pipe.zadd(self.keys.appointments, {event.appointment_id: int(time.time())}, nx=True)
@@ -442,20 +456,31 @@ class Store:
         with self.client.pipeline(transaction=False) as pipe:
             for key in (self.keys.appointments, self.keys.dead_letter, self.keys.pending, self.keys.refresh_schedule,
                         self.keys.deferred_schedule, self.keys.ended_schedule, self.keys.forget_schedule,
-                        self.keys.neetocal_join_url_dropped):
+                        self.keys.neetocal_join_url_dropped, self.keys.neetocal_refused):
                 pipe.zrem(key, *appointment_ids)
             pipe.execute()
 
-    def mark_join_url_dropped(self, appointment_id: str, dropped: bool) -> None:
-        """Keep the set of appointments whose NeetoCal booking lacks its join URL (read by `doctor`)."""
-        if dropped:
-            self.client.zadd(self.keys.neetocal_join_url_dropped, {appointment_id: time.time()})
-        else:
-            self.client.zrem(self.keys.neetocal_join_url_dropped, appointment_id)
+    def mark_neetocal_problems(self, appointment_id: str, *, join_url_dropped: bool, refused: bool) -> None:
+        """Keep the sets of appointments whose NeetoCal bookings lack their join URL, or that NeetoCal refused
+        (read by `doctor`), in one round trip."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for key, present in ((self.keys.neetocal_join_url_dropped, join_url_dropped),
+                                 (self.keys.neetocal_refused, refused)):
+                if present:
+                    pipe.zadd(key, {appointment_id: time.time()})
+                else:
+                    pipe.zrem(key, appointment_id)
+            pipe.execute()
 
     def join_url_dropped(self, limit: int = 5) -> tuple[int, list[str]]:
         """How many appointments have that warning, and the most recent few of them."""
-        key = self.keys.neetocal_join_url_dropped
+        return self._latest(self.keys.neetocal_join_url_dropped, limit)
+
+    def neetocal_refused(self, limit: int = 5) -> tuple[int, list[str]]:
+        """How many appointments have a booking NeetoCal refused, and the most recent few of them."""
+        return self._latest(self.keys.neetocal_refused, limit)
+
+    def _latest(self, key: str, limit: int) -> tuple[int, list[str]]:
         return self.client.zcard(key), list(self.client.zrevrange(key, 0, limit - 1))
 
     def close_ended(self, appointment_id: str, compact: Callable[[list[AppointmentEvent]], AppointmentEvent | None]

@@ -18,11 +18,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from schemas.events import Attendee
 from schemas.neetocal import Booking, BookingRequest, Link, LinkSpec
 from schemas.zoom import TOPIC_LIMIT, MeetingSpec, ZoomMeeting, agenda_marker, one_line, zoom_time
 from workers.clients.errors import CannotSync, NotFound, ValidationFailed
 from workers.clients.neetocal import join_url_dropped_warning
-from workers.desired import Desired, fold, needs_confirmation
+from workers.desired import Desired, answering, fold, needs_confirmation
 from workers.host_pages import HostPages
 from workers.readback import read_back
 from workers.services import Services
@@ -34,8 +35,14 @@ T = TypeVar("T")
 
 SPOT_TEXT = "Zoom: the join link is in your booking details."
 LINK_CACHE_SECONDS = 7 * 24 * 3600
-# Zoom's answers to a delete of a meeting that is in progress or over (API-FACTS: DELETE 400 3002, 3007).
+# Zoom's answers to a delete of a meeting that is in progress or over (API-FACTS: DELETE 400 3002, 3007), and to
+# an update of one that has started (PATCH 400 3000: "You cannot update or delete meetings that have started").
 MEETING_UNDER_WAY_OR_OVER = (3002, 3007)
+MEETING_STARTED_OR_OVER = (3000, 3002, 3007)
+# Zoom's answers to a GET of a meeting that another account holds (API-FACTS: GET 400 1010, 3000; 404 1001, 3001).
+NOT_IN_THIS_ACCOUNT = (1010, 3000, 1001, 3001)
+# A Zoom meeting link: https://[subdomain.]zoom.us/j/<meeting number>[?pwd=…] (also /w/ and /s/ links).
+ZOOM_LINK = re.compile(r"^https://(?P<host>[a-z0-9.-]+)/(?:j|w|s)/(?P<id>\d{9,12})(?:[/?#]|$)", re.IGNORECASE)
 
 
 def meeting_spec(desired: Desired) -> MeetingSpec:
@@ -53,14 +60,20 @@ def meeting_spec(desired: Desired) -> MeetingSpec:
     )
 
 
-def link_spec(desired: Desired) -> LinkSpec:
-    """One NeetoCal scheduling link per meetergo meeting type, host and length."""
+def link_spec(desired: Desired, *, grouped: bool = False, place: str | None = None) -> LinkSpec:
+    """One NeetoCal scheduling link per meetergo meeting type, host and length, and where the appointment is not
+    on Zoom, per place (`place`: what the link says of where it happens); one of kind `grouped` beside each for
+    group appointments (a link's kind is fixed, and only a grouped one seats several at one slot)."""
     meeting_type = desired.meeting_type
     base = (meeting_type.slug or meeting_type.id) if meeting_type else None
     host = desired.host
     duration = desired.duration_minutes
-    readable = re.sub(r"[^a-z0-9]+", "-", f"{base or 'appointment'}-{host.email.split('@')[0]}-{duration}m".lower())
-    digest = hashlib.sha256(f"{base}|{host.email}|{duration}".encode()).hexdigest()[:6]
+    suffix = (f"-{desired.channel}" if place else "") + ("-group" if grouped else "")
+    readable = re.sub(r"[^a-z0-9]+", "-",
+                      f"{base or 'appointment'}-{host.email.split('@')[0]}-{duration}m{suffix}".lower())
+    identity = "|".join([str(base), host.email, str(duration), *(["grouped"] if grouped else []),
+                         *([place] if place else [])])
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:6]
     kind = (meeting_type.name if meeting_type else None) or "Appointment"
     return LinkSpec(
         slug=f"{readable.strip('-')[:60]}-{digest}",
@@ -68,7 +81,16 @@ def link_spec(desired: Desired) -> LinkSpec:
         host_email=host.email,
         duration=duration,
         description="Mirrors meetergo bookings (managed by meetbridge).",
+        kind="grouped" if grouped else "one_on_one",
+        spot_text=place or SPOT_TEXT,
     )
+
+
+def place_of(desired: Desired) -> str:
+    """What a NeetoCal booking of a non-Zoom appointment says of where it happens: its own location, or its kind."""
+    label = {"phone": "Phone call", "local": "In person", "in_person": "In person"}.get(
+        desired.channel or "", (desired.channel or "Meeting").replace("_", " ").capitalize())
+    return one_line(f"{label}: {desired.location}" if desired.location else label)[:200]
 
 
 class AppointmentSync:
@@ -92,7 +114,7 @@ class AppointmentSync:
             self.cancel(desired)
             outcome = "cancelled"
         elif desired.end is not None and desired.end <= datetime.now(UTC) and not self.record.zoom_meeting_id \
-                and not self.record.neetocal_booking_sid:
+                and not self.record.neetocal_bookings and not self.record.neetocal_booking_sid:
             # Delivered (or first synced) after it ended: nothing to set up, and nothing an operator must fix.
             outcome = "skipped"
             self.save(skipped_reason=f"the appointment ended ({desired.end.isoformat()}) before it was synced")
@@ -119,6 +141,7 @@ class AppointmentSync:
             # booking_cancelled also fires when one attendee leaves a group booking: ask before deleting.
             confirmed = read_back(self.services, self.appointment_id)
             if confirmed is not None:
+                confirmed = answering(confirmed, events)
                 self.store.add_event(confirmed)
                 events.append(confirmed)
         return fold(events)
@@ -134,6 +157,12 @@ class AppointmentSync:
                                f"({', '.join(sorted(self.settings.zoom_channels))}): no Zoom meeting")
 
     def ensure_zoom(self, desired: Desired) -> None:
+        meetergo_meeting = zoom_meeting_id_in(desired.meeting_link, self.settings.zoom_start_url_domains)
+        if meetergo_meeting is not None:
+            self.use_meetergo_meeting(desired, meetergo_meeting)
+            return
+        if self.record.zoom_owner:  # meetergo's link is gone from the appointment: meetbridge makes one now
+            self.forget_zoom()
         spec = meeting_spec(desired)
         host = desired.host.email
         # Found deleted or changed in Zoom by the refresh: meetergo is the source of truth, so put it back.
@@ -150,12 +179,13 @@ class AppointmentSync:
         if not self.record.zoom_meeting_id:
             self.create_zoom(host, spec)
             put_back = False
-        if self.zoom_differs(spec) or put_back:
+        if (self.zoom_differs(spec) and self.record.zoom_kept != _update_marker(spec)) or put_back:
             meeting_id = self.record.zoom_meeting_id
             assert meeting_id is not None
             try:
                 self.adopt_or_apply(
-                    "zoom_update_pending", _update_marker(spec),
+                    "zoom_update_pending", self.record.zoom_update_pending, _update_marker(spec),
+                    mark=lambda marker: self.save(zoom_update_pending=marker),
                     look_up=lambda: self.zoom_already_updated(meeting_id, spec),
                     apply=lambda: self.services.zoom.update_meeting(meeting_id, spec, host=host),
                     adopted=f"meeting {meeting_id} was updated by an earlier attempt")
@@ -164,7 +194,15 @@ class AppointmentSync:
                 self.forget_zoom()
                 self.create_zoom(host, spec)
                 return
-            self.save(**_applied(spec), zoom_update_pending=None)
+            except ValidationFailed as error:
+                if error.code not in MEETING_STARTED_OR_OVER:
+                    raise
+                # The meeting is under way or over: Zoom keeps it as it is. Its answer is recorded, the NeetoCal
+                # side still follows the appointment, and the same change is not sent again.
+                self.save(zoom_kept=_update_marker(spec), zoom_update_pending=None)
+                self.note("zoom_meeting_kept", f"meeting {meeting_id}: Zoom said {error.message} ({error.code})")
+                return
+            self.save(**_applied(spec), zoom_update_pending=None, zoom_kept=None)
             self.note("zoom_meeting_updated", f"meeting {meeting_id} now starts {zoom_time(spec.start_time)}")
             if self.record.zoom_start_url_expires_at:  # the refresh schedule follows the meeting
                 self.start_urls.schedule(self.appointment_id, self.record.zoom_start_url_expires_at,
@@ -173,6 +211,36 @@ class AppointmentSync:
             self.save(zoom_drift=None)
             self.note("zoom_drift_healed", f"the Zoom meeting was {'made again' if drift == 'gone' else 'put back'}")
             self.services.metrics.count("meetbridge_drift_healed_total", kind=drift)
+
+    def use_meetergo_meeting(self, desired: Desired, meeting_id: int) -> None:
+        """meetergo's own Zoom integration made the meeting: use it rather than make a second one. In this Zoom
+        account, its start_url is kept fresh as for any other and meetergo moves and deletes it; outside it, its
+        link is the join URL and there is nothing for a host link to start."""
+        assert desired.meeting_link is not None
+        if self.record.zoom_meeting_id and self.record.zoom_meeting_id != meeting_id and not self.record.zoom_owner:
+            self.delete_zoom("meetergo made its own Zoom meeting for the appointment")
+        ends_at = _epoch(desired.end.isoformat()) if desired.end else None
+        fetched_at = time.time()
+        try:
+            meeting = self.services.zoom.get_meeting(meeting_id)
+        except (NotFound, ValidationFailed) as error:
+            if isinstance(error, ValidationFailed) and error.code not in NOT_IN_THIS_ACCOUNT:
+                raise
+            if not self.record.zoom_external:
+                self.note("zoom_meeting_external", f"meetergo's meeting {meeting_id} is not in this Zoom account "
+                                                   f"({error.code}): its link is the join URL")
+            self.forget_zoom()
+            self.save(zoom_owner="meetergo", zoom_external=1, zoom_join_url=desired.meeting_link,
+                      ends_at=desired.end.isoformat() if desired.end else None)
+            return
+        if self.record.zoom_meeting_id != meeting.id:
+            self.note("zoom_meeting_adopted", f"meetergo's own meeting {meeting.id}, hosted by {meeting.host_email}")
+        self.save(zoom_meeting_id=meeting.id, zoom_host=(meeting.host_email or desired.host.email).lower(),
+                  zoom_join_url=meeting.join_url, zoom_start=_zoom_utc(meeting.start_time),
+                  zoom_duration=meeting.duration, zoom_topic=meeting.topic, zoom_timezone=meeting.timezone,
+                  zoom_alt_hosts=meeting.alternative_hosts or "", zoom_owner="meetergo", zoom_external=None,
+                  zoom_drift=None, ends_at=desired.end.isoformat() if desired.end else None)
+        self.start_urls.save(self.appointment_id, meeting, self.record.zoom_host, fetched_at, ends_at)
 
     def zoom_already_updated(self, meeting_id: int, spec: MeetingSpec) -> ZoomMeeting | None:
         meeting = self.services.zoom.get_meeting(meeting_id)
@@ -186,7 +254,8 @@ class AppointmentSync:
             return self.services.zoom.get_meeting(found.id) if found else None
 
         meeting, adopted = self.adopt_or_apply(
-            "zoom_create_pending", host, look_up=look_up,
+            "zoom_create_pending", self.record.zoom_create_pending, host,
+            mark=lambda marker: self.save(zoom_create_pending=marker), look_up=look_up,
             apply=lambda: self.services.zoom.create_meeting(host, spec),
             adopted="meeting created by an earlier attempt")
         if not adopted:
@@ -214,6 +283,11 @@ class AppointmentSync:
         }
 
     def delete_zoom(self, why: str) -> None:
+        if self.record.zoom_owner:
+            # meetergo made it and deletes it; meetbridge only lets go of it.
+            self.note("zoom_meeting_left_to_meetergo", why)
+            self.forget_zoom()
+            return
         meeting_id = self.record.zoom_meeting_id
         if meeting_id is None and self.record.zoom_create_pending:
             found = self.services.zoom.find_meeting(self.record.zoom_create_pending, self.appointment_id)
@@ -235,97 +309,198 @@ class AppointmentSync:
         self.save(zoom_meeting_id=None, zoom_host=None, zoom_join_url=None, zoom_start=None, zoom_duration=None,
                   zoom_topic=None, zoom_timezone=None, zoom_alt_hosts=None, zoom_start_url=None,
                   zoom_start_url_expires_at=None, zoom_create_pending=None, zoom_update_pending=None,
-                  zoom_drift=None, refresh_error=None)
+                  zoom_drift=None, refresh_error=None, zoom_owner=None, zoom_external=None, zoom_kept=None)
         self.store.refresh.remove(self.appointment_id)
 
     # --- NeetoCal ----------------------------------------------------------------------------------------
     def ensure_neetocal(self, desired: Desired) -> None:
+        """Give every attendee with an email a booking of their own (with their guests and the join URL), on one
+        link; cancel the bookings of attendees who left. NeetoCal is read before it is written, so a booking
+        cancelled or moved there is booked again or moved back: meetergo is the source of truth."""
         neetocal = self.services.neetocal
         if not neetocal.configured:
             return
-        if desired.attendee is None:
-            raise CannotSync("no attendee email to make the NeetoCal booking with")
-        if not desired.attendee.email:
+        if not desired.attendees:
+            raise CannotSync("no attendee to make the NeetoCal booking with")
+        bookings = self.bookings(desired)
+        attending = {attendee.email.lower(): attendee for attendee in desired.attendees if attendee.email}
+        for email in [email for email in bookings if email not in attending]:
+            self.cancel_booking(bookings, email, f"{email} left the appointment",
+                                "The attendee left the appointment in meetergo.")
+        warnings: list[str] = []
+        if len(attending) < len(desired.attendees):
             # meetergo's phoneOnlyBooking: NeetoCal requires an email, so there is no booking to make.
-            self.save(neetocal_warning="phone-only booking (no attendee email): NeetoCal needs an email, so no "
-                                       "NeetoCal booking was made; the host has the Zoom meeting")
-            self.note("neetocal_skipped", "phone-only booking")
-            return
-        link = self.scheduling_link(desired)
+            warnings.append("phone-only booking (no attendee email): NeetoCal needs an email, so no NeetoCal "
+                            "booking was made for that attendee; the host has the Zoom meeting")
+            self.note("neetocal_skipped", "phone-only attendee")
+        if desired.group and not self.record.neetocal_grouped:
+            self.save(neetocal_grouped=1)  # from now on its bookings stay on a grouped link
+        dropped = refused = False
+        if attending:
+            link = self.scheduling_link(desired)
+            for email, attendee in attending.items():
+                entry = bookings.setdefault(email, {"email": email})
+                try:
+                    booking = self.ensure_booking(desired, attendee, link, bookings, entry)
+                except ValidationFailed as error:
+                    # NeetoCal's own rule (a start in the past, say): asking again will not change its mind.
+                    refused = True
+                    warnings.append(f"NeetoCal refused the booking of {email}: {error.message}")
+                    if entry.get("refused") != error.message:
+                        self.save_booking(bookings, email, refused=error.message)
+                        self.note("neetocal_booking_refused", f"{email}: {error}")
+                        self.services.metrics.count("meetbridge_neetocal_refused_total")
+                    continue
+                if entry.get("refused"):
+                    self.save_booking(bookings, email, refused=None)
+                if booking is not None:
+                    lost = self.join_url_dropped(booking, entry.get("join_url") or "")
+                    if lost != bool(entry.get("join_url_dropped")):
+                        self.save_booking(bookings, email, join_url_dropped=lost or None)
+                    if lost:
+                        self.services.metrics.count("meetbridge_neetocal_join_url_dropped_total")
+            dropped = any(bookings[email].get("join_url_dropped") for email in attending if email in bookings)
+        if dropped:
+            warnings.append(join_url_dropped_warning(self.settings.neetocal_join_url_field))
+        self.save(neetocal_warning="; ".join(warnings) or None)
+        self.store.mark_neetocal_problems(self.appointment_id, join_url_dropped=dropped, refused=refused)
+
+    def ensure_booking(self, desired: Desired, attendee: Attendee, link: Link, bookings: dict[str, dict[str, Any]],
+                       entry: dict[str, Any]) -> Booking | None:
+        """Converge one attendee's booking; returns the booking when this run wrote it (to check its join URL)."""
+        neetocal = self.services.neetocal
+        email = entry["email"]
         join_url = self.record.zoom_join_url or ""
-        sid = self.record.neetocal_booking_sid
-        if sid and (self.record.neetocal_meeting_slug != link.slug or self.record.neetocal_join_url != join_url):
-            # A new host or a new Zoom meeting: the booking belongs on another link or carries a dead URL.
-            neetocal.cancel_booking(sid, "Moved to a new booking by meetbridge.")
-            self.note("neetocal_booking_cancelled", f"booking {sid} replaced")
-            self.save(neetocal_booking_sid=None, neetocal_meeting_slug=None, neetocal_slot=None,
-                      neetocal_join_url=None)
-        request = self.booking_request(desired, link, join_url)
+        request = self.booking_request(desired, attendee, link, join_url)
         slot = zoom_time(request.start)
-        if not self.record.neetocal_booking_sid:
+        sid = entry.get("sid")
+        held: Booking | None = None
+        if sid:
+            try:
+                held = neetocal.get_booking(sid)  # read before writing: the attendee may have changed it there
+            except NotFound:
+                held = Booking(sid=sid, status="cancelled")
+            if held.status == "cancelled":
+                self.note("neetocal_booking_rebooked", f"booking {sid} of {email} was cancelled in NeetoCal; "
+                                                       "booking again")
+                self.services.metrics.count("meetbridge_drift_healed_total", kind="neetocal_cancelled")
+                sid = None
+                self.save_booking(bookings, email, sid=None, slug=None, slot=None, join_url=None)
+            elif entry.get("slug") != link.slug or entry.get("join_url") != join_url:
+                # A new host or a new Zoom meeting: the booking belongs on another link or carries a dead URL.
+                neetocal.cancel_booking(sid, "Moved to a new booking by meetbridge.")
+                self.note("neetocal_booking_cancelled", f"booking {sid} of {email} replaced")
+                sid = None
+                self.save_booking(bookings, email, sid=None, slug=None, slot=None, join_url=None)
+        if not sid:
             booking, adopted = self.adopt_or_apply(
-                "neetocal_create_pending", link.slug,
-                look_up=lambda: neetocal.find_booking(request.email, join_url, starts_at=slot,
+                "neetocal_create_pending", entry.get("create_pending"), link.slug,
+                mark=lambda marker: self.save_booking(bookings, email, create_pending=marker),
+                look_up=lambda: neetocal.find_booking(email, join_url, starts_at=slot,
                                                       field=self.settings.neetocal_join_url_field,
                                                       host_email=desired.host.email),
                 apply=lambda: neetocal.create_booking(request),
-                adopted="booking made by an earlier attempt")
+                adopted=f"booking of {email} made by an earlier attempt")
             if not adopted:
-                self.note("neetocal_booking_created", f"booking {booking.sid} on {link.slug}")
-            self.save(neetocal_booking_sid=booking.sid, neetocal_meeting_slug=link.slug, neetocal_slot=slot,
-                      neetocal_join_url=join_url, neetocal_create_pending=None)
-            self.check_join_url(booking, join_url)
-        elif self.record.neetocal_slot != slot:
-            sid = self.record.neetocal_booking_sid
+                self.note("neetocal_booking_created", f"booking {booking.sid} of {email} on {link.slug}")
+            self.save_booking(bookings, email, sid=booking.sid, slug=link.slug, slot=slot, join_url=join_url,
+                              create_pending=None)
+            return booking
+        assert held is not None
+        if entry.get("slot") == slot and _zoom_utc(held.starts_at) == slot:
+            return None
+        if entry.get("slot") == slot:
+            self.note("neetocal_booking_moved", f"booking {sid} of {email} was moved in NeetoCal; moving it back")
+            self.services.metrics.count("meetbridge_drift_healed_total", kind="neetocal_moved")
 
-            def already_moved() -> Booking | None:
-                booking = neetocal.get_booking(sid)
-                moved = booking.starts_at is not None and _zoom_utc(booking.starts_at) == slot
-                return booking if moved and booking.status != "cancelled" else None
+        def already_moved() -> Booking | None:
+            booking = neetocal.get_booking(sid)
+            moved = booking.starts_at is not None and _zoom_utc(booking.starts_at) == slot
+            return booking if moved and booking.status != "cancelled" else None
 
-            moved, _ = self.adopt_or_apply("neetocal_reschedule_pending", slot, look_up=already_moved,
-                                           apply=lambda: neetocal.reschedule_booking(sid, request),
-                                           adopted=f"booking {sid} was moved by an earlier attempt")
-            self.save(neetocal_slot=slot, neetocal_reschedule_pending=None)
-            self.note("neetocal_booking_rescheduled", f"booking {sid} moved to {slot}")
-            self.check_join_url(moved, join_url)
+        moved, _ = self.adopt_or_apply(
+            "neetocal_reschedule_pending", entry.get("reschedule_pending"), slot,
+            mark=lambda marker: self.save_booking(bookings, email, reschedule_pending=marker),
+            look_up=already_moved, apply=lambda: neetocal.reschedule_booking(sid, request),
+            adopted=f"booking {sid} was moved by an earlier attempt")
+        self.save_booking(bookings, email, slot=slot, reschedule_pending=None)
+        self.note("neetocal_booking_rescheduled", f"booking {sid} of {email} moved to {slot}")
+        return moved
 
-    def check_join_url(self, booking: Booking, join_url: str) -> None:
+    def bookings(self, desired: Desired) -> dict[str, dict[str, Any]]:
+        """The attendees' bookings as recorded (an earlier version's single booking taken for the first one's)."""
+        if self.record.neetocal_bookings:
+            return json.loads(self.record.neetocal_bookings)
+        if not self.record.neetocal_booking_sid or not desired.attendee or not desired.attendee.email:
+            return {}
+        email = desired.attendee.email.lower()
+        bookings = {email: {"email": email, "sid": self.record.neetocal_booking_sid,
+                            "slug": self.record.neetocal_meeting_slug, "slot": self.record.neetocal_slot,
+                            "join_url": self.record.neetocal_join_url}}
+        self.save(neetocal_bookings=json.dumps(bookings), neetocal_booking_sid=None, neetocal_meeting_slug=None,
+                  neetocal_slot=None, neetocal_join_url=None)
+        return bookings
+
+    def save_booking(self, bookings: dict[str, dict[str, Any]], email: str, **values: Any) -> None:
+        """Record what changed of one attendee's booking (a value of None removes it)."""
+        entry = bookings.setdefault(email, {"email": email})
+        for name, value in values.items():
+            if value is None:
+                entry.pop(name, None)
+            else:
+                entry[name] = value
+        self.save(neetocal_bookings=json.dumps(bookings, sort_keys=True))
+
+    def cancel_booking(self, bookings: dict[str, dict[str, Any]], email: str, why: str, reason: str) -> None:
+        """Cancel one attendee's booking (one whose create lost its answer is looked for first), and forget it."""
+        entry = bookings[email]
+        sid = entry.get("sid")
+        if sid is None and entry.get("create_pending") and entry.get("join_url"):
+            found = self.services.neetocal.find_booking(email, entry["join_url"],
+                                                        field=self.settings.neetocal_join_url_field)
+            sid = found.sid if found else None
+        if sid is not None:
+            self.services.neetocal.cancel_booking(sid, reason)
+            self.note("neetocal_booking_cancelled", f"booking {sid}: {why}")
+        del bookings[email]
+        self.save(neetocal_bookings=json.dumps(bookings, sort_keys=True) if bookings else None)
+
+    def join_url_dropped(self, booking: Booking, join_url: str) -> bool:
         """Prove the join URL landed: read it back from the booking NeetoCal returned (once more from NeetoCal
         if that answer lacks it). NeetoCal keeps only the answers its booking form has a question for (its
         docs are silent on the rest), so a missing one was dropped: the booking stays, but an operator must
         fix the form, and the appointment says so until a later create or reschedule finds the URL there."""
         field = self.settings.neetocal_join_url_field
-        if join_url and booking.answer(field) != join_url:
+        if not join_url:
+            return False
+        if booking.answer(field) != join_url:
             booking = self.services.neetocal.get_booking(booking.sid)
-        dropped = bool(join_url) and booking.answer(field) != join_url
-        if dropped:
-            warning = join_url_dropped_warning(field)
-            self.save(neetocal_warning=warning)
-            self.note("neetocal_join_url_dropped", f"booking {booking.sid}: {warning}")
-            self.services.metrics.count("meetbridge_neetocal_join_url_dropped_total")
-        elif self.record.neetocal_warning:
-            self.save(neetocal_warning=None)
-            self.note("neetocal_join_url_landed", f"booking {booking.sid} carries the join URL")
-        self.store.mark_join_url_dropped(self.appointment_id, dropped)
+        if booking.answer(field) == join_url:
+            return False
+        self.note("neetocal_join_url_dropped", f"booking {booking.sid}: the booking form has no question with "
+                                               f"field code {field}")
+        return True
 
-    def booking_request(self, desired: Desired, link: Link, join_url: str) -> BookingRequest:
-        assert desired.attendee is not None and desired.start is not None
+    def booking_request(self, desired: Desired, attendee: Attendee, link: Link, join_url: str) -> BookingRequest:
+        assert desired.start is not None
         # The booking is the attendee's: only what attendees may read goes on it. Never the host link or the
         # start_url (each logs its holder in as host); hosts find those on their own page.
         answers = {self.settings.neetocal_join_url_field: join_url} if join_url else {}
         return BookingRequest(
             meeting_slug=link.slug,
-            name=desired.attendee.name or desired.attendee.email,
-            email=desired.attendee.email,
+            name=attendee.name or attendee.email,
+            email=attendee.email,
             start=desired.start,
-            time_zone=desired.time_zone,
+            time_zone=attendee.timezone or "UTC",
             form_responses=answers,
+            guests=attendee.guests,
         )
 
     def scheduling_link(self, desired: Desired) -> Link:
         """Find or create the link once; its id is then kept in Redis."""
-        spec = link_spec(desired)
+        on_zoom = desired.wants_zoom(self.settings.zoom_channels)
+        spec = link_spec(desired, grouped=desired.group or bool(self.record.neetocal_grouped),
+                         place=None if on_zoom else place_of(desired))
         key = KEYS.neetocal_link(spec.slug)
         cached = self.services.redis.get(key)
         if cached:
@@ -340,10 +515,10 @@ class AppointmentSync:
                 link = neetocal.find_link(spec.host_email, spec.slug)  # another worker created it just now
                 if link is None:
                     raise
-        # Set up on every cache miss: a crash between creating the link and opening it leaves no gap.
-        neetocal.open_availability(link)
+        # Set up on every cache miss: a crash between creating the link and closing it leaves no gap.
+        neetocal.set_mirror_availability(link)
         if link.spot != "custom":
-            neetocal.set_custom_spot(link, SPOT_TEXT)
+            neetocal.set_custom_spot(link, spec.spot_text)
         # Cached for a week: a link deleted in NeetoCal meanwhile is found (or made) again after that.
         self.services.redis.set(key, json.dumps({"sid": link.sid, "slug": link.slug, "spot": "custom"}),
                                 ex=LINK_CACHE_SECONDS)
@@ -351,40 +526,33 @@ class AppointmentSync:
 
     # --- cancellation ------------------------------------------------------------------------------------
     def cancel(self, desired: Desired) -> None:
-        if self.record.zoom_meeting_id or self.record.zoom_create_pending:
+        if self.record.zoom_meeting_id or self.record.zoom_create_pending or self.record.zoom_owner:
             self.delete_zoom("the appointment was cancelled")
         self.store.refresh.remove(self.appointment_id)
-        sid = self.record.neetocal_booking_sid
-        if sid is None and self.record.neetocal_create_pending and desired.attendee and self.record.neetocal_join_url:
-            found = self.services.neetocal.find_booking(
-                desired.attendee.email, self.record.neetocal_join_url, field=self.settings.neetocal_join_url_field,
-                starts_at=zoom_time(desired.start) if desired.start else None,
-                host_email=desired.host.email if desired.hosts else None)
-            sid = found.sid if found else None
-        if sid is not None:
-            reason = desired.cancel_reason or "The appointment was cancelled in meetergo."
-            self.services.neetocal.cancel_booking(sid, reason)
-            self.note("neetocal_booking_cancelled", f"booking {sid}")
-        self.save(neetocal_booking_sid=None, neetocal_slot=None, neetocal_create_pending=None, neetocal_warning=None)
-        self.store.mark_join_url_dropped(self.appointment_id, False)
+        bookings = self.bookings(desired)
+        reason = desired.cancel_reason or "The appointment was cancelled in meetergo."
+        for email in list(bookings):
+            self.cancel_booking(bookings, email, "the appointment was cancelled", reason)
+        self.save(neetocal_warning=None)
+        self.store.mark_neetocal_problems(self.appointment_id, join_url_dropped=False, refused=False)
 
     # --- bookkeeping -------------------------------------------------------------------------------------
-    def adopt_or_apply(self, pending_field: str, marker: str, *, look_up: Callable[[], T | None],
-                       apply: Callable[[], T], adopted: str) -> tuple[T, bool]:
+    def adopt_or_apply(self, step: str, noted: str | None, marker: str, *, mark: Callable[[str], None],
+                       look_up: Callable[[], T | None], apply: Callable[[], T], adopted: str) -> tuple[T, bool]:
         """Apply a change that the remote API cannot deduplicate, at most once.
 
-        The record notes the change (`pending_field` = `marker`) before it is sent. A later attempt that finds
-        the note first looks for the change's effect, since an earlier attempt may have been applied and
-        then lost its answer (a timeout, a reset, a killed worker), and adopts what it finds. The caller
-        clears the note once it has recorded the result. Returns the result and whether it was adopted."""
+        The record notes the change (`mark(marker)`; `noted` is what it holds now) before it is sent. A later
+        attempt that finds the note first looks for the change's effect, since an earlier attempt may have been
+        applied and then lost its answer (a timeout, a reset, a killed worker), and adopts what it finds. The
+        caller clears the note once it has recorded the result. Returns the result and whether it was adopted."""
         # After a Redis restart the note itself may be among the writes lost in its last second.
-        if getattr(self.record, pending_field) == marker or self.store.epoch.recently_restarted():
-            self.services.metrics.count("meetbridge_lookups_total", step=pending_field)
+        if noted == marker or self.store.epoch.recently_restarted():
+            self.services.metrics.count("meetbridge_lookups_total", step=step)
             found = look_up()
             if found is not None:
-                self.note(pending_field.replace("_pending", "_adopted"), adopted)
+                self.note(step.replace("_pending", "_adopted"), adopted)
                 return found, True
-        self.save(**{pending_field: marker})
+        mark(marker)
         return apply(), False
 
     def save(self, **values: Any) -> None:
@@ -428,6 +596,17 @@ def _applied_from_meeting(meeting: ZoomMeeting) -> dict[str, Any]:
 
 def _update_marker(spec: MeetingSpec) -> str:
     return hashlib.sha256(json.dumps(_applied(spec), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def zoom_meeting_id_in(link: str | None, zoom_domains: tuple[str, ...]) -> int | None:
+    """The meeting number of a Zoom meeting link on one of `zoom_domains` (or a subdomain), else None."""
+    found = ZOOM_LINK.match(link or "")
+    if found is None:
+        return None
+    host = found["host"].lower()
+    if not any(host == domain or host.endswith(f".{domain}") for domain in zoom_domains):
+        return None
+    return int(found["id"])
 
 
 def _zoom_utc(value: str | None) -> str | None:

@@ -23,6 +23,18 @@ def test_a_phone_appointment_gets_no_zoom_meeting_and_a_neetocal_booking_without
     [booking] = sims.neetocal_bookings()
     assert booking["email"] == "customer@example.com"
     assert "zoom_join_url" not in (booking.get("form_responses_as_hash") or booking.get("form_responses") or {})
+    [link] = [m for m in sims.get("neetocal", "meetings")["meetings"] if m["slug"] == booking["meeting_slug"]]
+    assert link["spot_custom_text"] == "Phone call", "the booking does not say Zoom"
+
+
+def test_an_in_person_appointment_names_its_own_location(stack: Stack, sims: Sims) -> None:
+    appt = appointment(channel="local")
+    appt["location"] = "Hauptstr. 1, Berlin"
+    stack.deliver(meetergo_sim.booking_created(appt))
+    stack.wait_for_status(appt["id"], "synced")
+    [booking] = sims.neetocal_bookings()
+    [link] = [m for m in sims.get("neetocal", "meetings")["meetings"] if m["slug"] == booking["meeting_slug"]]
+    assert link["spot_custom_text"] == "In person: Hauptstr. 1, Berlin"
 
 
 def test_zoom_channels_decide_which_appointments_get_a_meeting(make_stack, sims: Sims) -> None:

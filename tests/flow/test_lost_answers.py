@@ -3,6 +3,7 @@ looked up and adopted on the next attempt, never made twice."""
 
 from __future__ import annotations
 
+import json
 import signal
 from datetime import datetime
 
@@ -116,8 +117,9 @@ def test_a_worker_killed_between_zoom_and_neetocal_resumes_where_it_stopped(make
     wait_until(lambda: sims.calls("neetocal", "POST", "/bookings"), message="the NeetoCal booking call")
     worker.kill(signal.SIGKILL)
     record = redis_client.hgetall(KEYS.appointment(appt["id"]))
-    assert record.get("zoom_meeting_id") and record.get("neetocal_create_pending"), record
-    assert "neetocal_booking_sid" not in record
+    [entry] = json.loads(record["neetocal_bookings"]).values()
+    assert record.get("zoom_meeting_id") and entry.get("create_pending"), record
+    assert "sid" not in entry
     [held] = sims.calls("neetocal", "POST", "/bookings")
 
     stack.start_worker()

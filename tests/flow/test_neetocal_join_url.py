@@ -5,39 +5,23 @@ simulator does both (keeps it by default; `drop_unknown_form_responses` drops it
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from sandbox import meetergo as meetergo_sim
 from tests.support import (
     NEETOCAL_VERSIONS,
-    ROOT,
     Sims,
-    Stack,
     appointment,
     assert_neetocal_calls_fit,
     future_start,
+    metric,
     moved,
     neetocal_env,
+    run_doctor,
     wait_until,
 )
 
 FIELD = "zoom_join_url"
-
-
-def doctor(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "meetbridge.cli", "doctor"], cwd=ROOT, capture_output=True,
-                          text=True, env={**os.environ, **env}, timeout=60)
-
-
-def metric(stack: Stack, name: str) -> float:
-    for line in stack.http.get(f"{stack.web_url}/metrics").text.splitlines():
-        if line.startswith(f"{name} "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 def add_template(sims: Sims, *field_codes: str) -> str:
@@ -61,7 +45,7 @@ def test_a_dropped_join_url_is_a_warning_a_count_and_a_doctor_failure(make_stack
     assert "neetocal_join_url_dropped" in [entry["event"] for entry in view["history"]]
     assert metric(stack, "meetbridge_neetocal_join_url_dropped_total") == 1
 
-    result = doctor(stack.env)
+    result = run_doctor(stack.env)
     assert result.returncode != 0
     assert f"[FAIL] NeetoCal join URL: 1 appointment(s) (e.g. {appt['id']})" in result.stdout, result.stdout
     assert f"field code {FIELD}" in result.stdout
@@ -94,7 +78,7 @@ def test_a_template_with_the_question_keeps_the_join_url(make_stack, sims: Sims,
     assert view["warning"] is None
     assert metric(stack, "meetbridge_neetocal_join_url_dropped_total") == 0
 
-    result = doctor(stack.env)
+    result = run_doctor(stack.env)
     assert "[ok  ] NEETOCAL_TEMPLATE_ID: template meetbridge" in result.stdout, result.stdout
     assert "[ok  ] NeetoCal join URL" in result.stdout
     if neetocal == "v2":
@@ -103,10 +87,10 @@ def test_a_template_with_the_question_keeps_the_join_url(make_stack, sims: Sims,
 
 def test_doctor_refuses_an_unknown_template_and_a_link_that_is_no_template(make_stack, sims: Sims) -> None:
     stack = make_stack()
-    unknown = doctor({**stack.env, "NEETOCAL_TEMPLATE_ID": "no-such-template"})
+    unknown = run_doctor({**stack.env, "NEETOCAL_TEMPLATE_ID": "no-such-template"})
     assert unknown.returncode != 0
     assert "[FAIL] NEETOCAL_TEMPLATE_ID: no-such-template is not a scheduling-link template" in unknown.stdout
-    unset = doctor(stack.env)
+    unset = run_doctor(stack.env)
     assert "[warn] NEETOCAL_TEMPLATE_ID: not set" in unset.stdout and f"field code {FIELD}" in unset.stdout
 
 

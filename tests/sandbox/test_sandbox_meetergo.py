@@ -412,3 +412,25 @@ def test_payload_builders_are_pure() -> None:
     assert nested["event"] == "booking_cancelled" and nested["data"]["cancel"] == rest["cancel"]
     assert meetergo.envelope(rest) == rest
     assert appointment == snapshot
+
+
+@pytest.mark.parametrize("shape", ["leaver", "remaining"])
+def test_one_attendee_leaving_a_group_keeps_the_appointment(meetergo_api: httpx.Client, receiver: WebhookReceiver,
+                                                            shape: str) -> None:
+    configure(meetergo_api, attendee_cancel_payload=shape)
+    subscribe(meetergo_api, receiver.url, "booking_cancelled")
+    appt = meetergo.make_appointment(datetime(2031, 1, 15, 9, tzinfo=UTC))
+    appt["attendees"].append(meetergo.attendee_entry({"email": "bob@example.com", "firstname": "Bob"}))
+    meetergo_api.post("/_sandbox/appointments", json=appt).raise_for_status()
+    bob = appt["attendees"][1]["id"]
+    left = meetergo_api.post(f"/v4/appointment/{appt['id']}/cancel", json={"attendeeId": bob})
+    assert left.status_code == 200 and left.json()["isCancelled"] is False
+    assert [a["email"] for a in left.json()["attendees"]] == ["customer@example.com"]
+    [payload] = receiver.bodies(1)
+    assert payload["webhookType"] == "booking_cancelled"
+    if shape == "leaver":
+        assert payload["isCancelled"] is True and [a["id"] for a in payload["attendees"]] == [bob]
+    else:
+        assert payload["isCancelled"] is False and bob not in [a["id"] for a in payload["attendees"]]
+    last = meetergo_api.post(f"/v4/appointment/{appt['id']}/cancel", json={"attendeeId": appt["attendees"][0]["id"]})
+    assert last.json()["isCancelled"] is True, "the last attendee's leaving cancels the appointment"

@@ -587,3 +587,36 @@ def test_unknown_form_responses_are_kept_or_dropped_per_config(neetocal_api: htt
     from_template = v2_booked(neetocal_api, "templated", email="c@example.com", slot_start_time="12:00 PM",
                               form_responses=answers)
     assert from_template["form_responses_as_hash"] == {"zoom_join_url": "https://zoom.sandbox/j/1"}
+
+
+# ------------------------------------------------------------------- group links and override_availability
+
+
+def test_a_grouped_link_seats_several_bookings_at_one_slot(neetocal_api: httpx.Client) -> None:
+    make_link(neetocal_api, "group", kind="grouped")
+    first = booked(neetocal_api, "group", email="ann@example.com",
+                   form_responses={"guest_email_s": ["sam@example.com"]})
+    second = booked(neetocal_api, "group", email="bob@example.com")
+    assert first["starts_at"] == second["starts_at"]
+    make_link(neetocal_api, "single")
+    assert book(neetocal_api, "single", slot_start_time="10:15 AM").json() == SLOT_TAKEN, "the host is busy"
+
+
+def test_v2_override_availability_lifts_hours_increment_and_overlap_but_not_the_past(
+        neetocal_api: httpx.Client) -> None:
+    link = make_link(neetocal_api, "mirror", start_time_increment=30)
+    closed = neetocal_api.patch(f"/api/external/v2/meetings/{link['sid']}/availabilities",
+                                json={"periods": [], "time_zone": "UTC"})
+    assert closed.status_code == 200, closed.text
+    v2 = "/api/external/v2/bookings"
+    stranger = {"meeting_slug": "mirror", "name": "S", "email": "s@example.com", "time_zone": "UTC",
+                "slot_date": MONDAY.isoformat(), "slot_start_time": "03:07 AM"}
+    assert neetocal_api.post(v2, json=stranger).json() == SLOT_TAKEN, "no public hours: nobody can book"
+    assert neetocal_api.post(f"{API}/bookings", json={**stranger, "override_availability": True}).json() == \
+        SLOT_TAKEN, "v1 documents no override"
+    for email in ("a@example.com", "b@example.com"):  # off the increment, at night, and overlapping
+        response = neetocal_api.post(v2, json={**stranger, "email": email, "override_availability": True})
+        assert response.status_code == 200, response.text
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    past = neetocal_api.post(v2, json={**stranger, "slot_date": yesterday, "override_availability": True})
+    assert past.json() == SLOT_TAKEN

@@ -453,3 +453,11 @@ def test_concurrent_creates_get_distinct_meetings_and_exact_quota(zoom_api: http
     assert sorted(statuses) == [201] * 5 + [429] * 3
     meetings = zoom_api.get("/_sandbox/meetings").json()["meetings"]
     assert len({meeting["id"] for meeting in meetings}) == 5
+
+
+def test_a_started_meeting_refuses_updates_with_3000(zoom_api: httpx.Client) -> None:
+    meeting = created(zoom_api)
+    assert zoom_api.post(f"/_sandbox/meetings/{meeting['id']}/start").status_code == 200
+    refused = zoom_api.patch(f"/v2/meetings/{meeting['id']}", json={"duration": 45})
+    assert (refused.status_code, refused.json()["code"]) == (400, 3000)
+    assert zoom_api.get(f"/v2/meetings/{meeting['id']}").json()["duration"] != 45

@@ -49,6 +49,7 @@ def test_the_view_never_holds_the_start_url(redis_client: redis.Redis) -> None:
     assert set(view) == {"appointment_id", "status", "zoom", "neetocal", "host_link", "error", "warning", "waiting",
                          "history"}
     assert view["zoom"] == {"meeting_id": 123, "join_url": "https://zoom.us/j/123",
-                            "start_url_expires_at": "2030-03-17T17:46:40Z", "none_because": None}
+                            "start_url_expires_at": "2030-03-17T17:46:40Z", "none_because": None,
+                            "made_by": "meetbridge"}
     assert "zak=" not in json.dumps(view)
     assert view["host_link"].endswith("/h/a1/" + view["host_link"].rsplit("/", 1)[1])

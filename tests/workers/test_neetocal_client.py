@@ -42,7 +42,7 @@ def request_for(start: datetime, email: str = "eve@example.com") -> BookingReque
 
 def lifecycle(client: NeetoCalClient) -> None:
     link = client.create_link(LinkSpec(slug="intro-30m", name="Intro", host_email="john@example.com", duration=30))
-    client.open_availability(link)
+    client.set_mirror_availability(link)
     client.set_custom_spot(link, "Zoom: see your booking")
     start = (datetime.now(UTC) + timedelta(days=3)).replace(hour=9, minute=0, second=0, microsecond=0)
     for n in range(2):  # the second round must go straight to what worked

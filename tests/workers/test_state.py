@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import redis
 
+from schemas.events import AppointmentEvent
 from workers.state import KEYS, Store
 
 
@@ -35,3 +38,16 @@ def test_stale_pending_finds_syncs_whose_task_was_lost_once_per_interval(redis_c
     assert store.stale_pending(older_than=500, now=1000) == ["lost"]
     assert redis_client.zscore(KEYS.pending, "lost") == 1000  # not again until another interval has passed
     assert store.stale_pending(older_than=500, now=1000) == []
+
+
+def test_the_intake_numbers_each_appointments_events_in_the_order_it_records_them(redis_client: redis.Redis) -> None:
+    store = Store(redis_client)
+    at = datetime(2030, 1, 1, 9, tzinfo=UTC)
+    for hour in (11, 14, 11):  # the third is a repeated delivery of the first: not recorded again
+        start = at.replace(hour=hour)
+        event = AppointmentEvent(kind="booking_rescheduled", appointment_id="a1", occurred_at=at, start=start,
+                                 end=start + timedelta(minutes=30))
+        store.record_delivery(event, "{}", "queue", history="moved")
+    store.add_event(AppointmentEvent(kind="readback", appointment_id="a1", occurred_at=at))
+    seqs = {event.start.hour if event.start else None: event.seq for event in store.events("a1")}
+    assert seqs == {11: 1, 14: 2, None: 3}

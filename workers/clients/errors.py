@@ -62,9 +62,8 @@ class ValidationFailed(APIError):
 
 
 class SlotUnavailable(ValidationFailed):
-    """NeetoCal refused the slot; another appointment's sync may be about to free it."""
-
-    transient = True
+    """NeetoCal refused the slot. Permanent: meetbridge books with `override_availability` (v2), so a refusal
+    is NeetoCal's rule (a start in the past, say), not a slot another sync may free."""
 
 
 class Conflict(APIError):

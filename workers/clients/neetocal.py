@@ -29,6 +29,7 @@ from schemas.neetocal import (
     LinkSpec,
     RescheduleRequestSchema,
     always_available,
+    no_public_availability,
     slot_fields,
 )
 from workers.clients.base import ApiClient
@@ -55,6 +56,9 @@ class Routes:
     slot_time_formats: tuple[str, ...]  # strftime of `slot_start_time`
     template: str | None  # GET one scheduling-link template; None: find it in `templates`
     templates: str  # GET list of scheduling-link templates
+    # Book with `override_availability`, so that a mirror link needs no public hours (v2 only: v1 documents no
+    # such field, so v1 links are opened all day instead and stay bookable by anyone who has their URL).
+    override_availability: bool
 
 
 ROUTES: dict[str, Routes] = {
@@ -72,6 +76,7 @@ ROUTES: dict[str, Routes] = {
         slot_time_formats=(SLOT_TIME_FORMAT,),
         template=None,
         templates="meeting_templates",
+        override_availability=False,
     ),
     # apidocs.neetocal.com/api/… and neetozone/neeto-cal-cli (internal/commands/*.go).
     "v2": Routes(
@@ -87,6 +92,7 @@ ROUTES: dict[str, Routes] = {
         slot_time_formats=(SLOT_TIME_FORMAT, SLOT_TIME_FORMAT_24H),  # reference / CLI SKILL.md
         template="meeting-templates/{id}",
         templates="meeting-templates",
+        override_availability=True,  # api/bookings/create (apidocs.neetocal.com): see sandbox/SPEC.md
     ),
 }
 
@@ -126,10 +132,12 @@ class NeetoCalClient(ApiClient):
                                 json=LinkRequestSchema().dump(spec))
         return LinkResponseSchema().load(_unwrap(response.json(), "meeting"))
 
-    def open_availability(self, link: Link) -> None:
+    def set_mirror_availability(self, link: Link) -> None:
+        """v2: no public hours (bookings override them), so a stranger cannot book the host on a mirror link.
+        v1: open all day, since v1 can only book inside the link's hours."""
         method, path = self.routes.link_availability
-        self.request(method, path.format(sid=link.sid), operation="set_availability", json=always_available(),
-                     retries=2)
+        hours = no_public_availability() if self.routes.override_availability else always_available()
+        self.request(method, path.format(sid=link.sid), operation="set_availability", json=hours, retries=2)
 
     def set_custom_spot(self, link: Link, text: str) -> None:
         def send(field_name: str) -> None:
@@ -157,6 +165,8 @@ class NeetoCalClient(ApiClient):
 
     # --- bookings ----------------------------------------------------------------------------------------
     def create_booking(self, booking: BookingRequest) -> Booking:
+        booking = replace(booking, override_availability=self.routes.override_availability)
+
         def send(time_format: str) -> Booking:
             body = {**BookingRequestSchema().dump(booking), **slot_fields(booking.start, booking.time_zone,
                                                                           time_format)}
@@ -187,6 +197,8 @@ class NeetoCalClient(ApiClient):
         return _booking(response.json())
 
     def reschedule_booking(self, sid: str, booking: BookingRequest) -> Booking:
+        booking = replace(booking, override_availability=self.routes.override_availability)
+
         def send(time_format: str) -> Booking:
             body = {**RescheduleRequestSchema().dump(booking), **slot_fields(booking.start, booking.time_zone,
                                                                              time_format)}

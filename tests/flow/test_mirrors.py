@@ -1,0 +1,233 @@
+"""Every appointment mirrored as its people expect: groups, meetergo's own Zoom meeting, mirror links that are no
+public booking page, NeetoCal's refusals and changes made in NeetoCal."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from sandbox import meetergo as meetergo_sim
+from schemas.zoom import MeetingSpec
+from tests.support import (
+    NEETOCAL_VERSIONS,
+    Sims,
+    Stack,
+    appointment,
+    assert_neetocal_calls_fit,
+    metric,
+    neetocal_env,
+    run_doctor,
+    wait_until,
+)
+from workers.services import build_services
+from workers.state import KEYS
+
+API_KEY = "sandbox-meetergo-key"
+GROUP = [
+    {"email": "ann@example.com", "firstname": "Ann", "timezone": "Europe/Berlin",
+     "bringalongEmails": ["sam@example.com", "charlie@example.com"]},
+    {"email": "bob@example.com", "firstname": "Bob", "timezone": "America/New_York"},
+    {"email": "cy@example.com", "firstname": "Cy"},
+]
+
+
+def group_appointment(**kwargs: Any) -> dict[str, Any]:
+    appt = appointment(**kwargs)
+    appt["attendees"] = [meetergo_sim.attendee_entry(person) for person in GROUP]
+    return appt
+
+
+def meetergo_api(sims: Sims) -> httpx.Client:
+    return httpx.Client(base_url=sims.url("meetergo"), headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10)
+
+
+def subscribe(sims: Sims, stack: Stack) -> None:
+    """Register the stack's webhook in the meetergo simulator, as `meetbridge connect` does."""
+    endpoint = f"{stack.web_url}/webhooks/meetergo?token={stack.env['MEETERGO_WEBHOOK_TOKENS']}"
+    meetergo_api(sims).post("/webhooks", json={
+        "endpoint": endpoint, "eventTypes": ["booking_created", "booking_rescheduled", "booking_cancelled"],
+    }).raise_for_status()
+
+
+def leave(sims: Sims, appt: dict[str, Any], index: int) -> None:
+    """Attendee `index` (of the appointment as created) leaves it in meetergo, which tells the webhook."""
+    attendee_id = appt["attendees"][index]["id"]
+    meetergo_api(sims).post(f"/v4/appointment/{appt['id']}/cancel",
+                            json={"attendeeId": attendee_id}).raise_for_status()
+
+
+def answers(booking: dict[str, Any]) -> dict[str, Any]:
+    return booking.get("form_responses") or {}
+
+
+@pytest.mark.parametrize("readback, payload", [(True, "leaver"), (False, "leaver"), (False, "remaining")])
+def test_a_group_gets_a_booking_each_and_only_leavers_lose_theirs(make_stack, sims: Sims, readback: bool,
+                                                                  payload: str) -> None:
+    sims.configure("meetergo", attendee_cancel_payload=payload)
+    stack = make_stack(**({"MEETERGO_API_KEY": API_KEY} if readback else {}))
+    subscribe(sims, stack)
+    appt = group_appointment()
+    sims.post("meetergo", "appointments", appt)
+    stack.deliver(meetergo_sim.booking_created(appt))
+    view = stack.wait_for_status(appt["id"], "synced")
+    join_url = view["zoom"]["join_url"]
+    bookings = {b["email"]: b for b in sims.neetocal_bookings()}
+    assert set(bookings) == {"ann@example.com", "bob@example.com", "cy@example.com"}
+    assert {b["meeting_slug"] for b in bookings.values()} == {view["neetocal"]["meeting_slug"]}
+    [link] = [m for m in sims.get("neetocal", "meetings")["meetings"]
+              if m["slug"] == view["neetocal"]["meeting_slug"]]
+    assert link["kind"] == "grouped"
+    assert all(answers(b)["zoom_join_url"] == join_url for b in bookings.values())
+    assert answers(bookings["ann@example.com"])["guest_email_s"] == ["sam@example.com", "charlie@example.com"]
+    assert "guest_email_s" not in answers(bookings["bob@example.com"])
+    assert bookings["bob@example.com"]["time_zone"] == "America/New_York"
+    assert len(view["neetocal"]["bookings"]) == 3
+
+    leave(sims, appt, 1)  # Bob leaves
+    wait_until(lambda: {b["email"] for b in sims.neetocal_bookings()} == {"ann@example.com", "cy@example.com"},
+               message="Bob's booking to be cancelled")
+    view = stack.wait_for_status(appt["id"], "synced")
+    assert len(sims.zoom_meetings()) == 1, "the meeting stays while anyone remains"
+    assert [b["status"] for b in sims.neetocal_bookings(live_only=False) if b["email"] == "bob@example.com"] == [
+        "cancelled"]
+    if readback:
+        assert sims.calls("meetergo", "GET", f"/v4/appointment/{appt['id']}"), "the read-back decided"
+
+    leave(sims, appt, 0)  # Ann leaves
+    wait_until(lambda: {b["email"] for b in sims.neetocal_bookings()} == {"cy@example.com"},
+               message="Ann's booking to be cancelled")
+    leave(sims, appt, 2)  # the last one leaves: meetergo cancels the appointment
+    stack.wait_for_status(appt["id"], "cancelled")
+    assert sims.zoom_meetings() == [] and sims.neetocal_bookings() == []
+    assert len(sims.zoom_meetings(live_only=False)) == 1, "one meeting all along"
+
+
+def test_meetergos_own_zoom_meeting_is_adopted_not_made_twice(stack: Stack, sims: Sims) -> None:
+    services = build_services(stack.settings)
+    try:  # meetergo's Zoom integration made the meeting in the same Zoom account
+        made = services.zoom.create_meeting("john@example.com", MeetingSpec(
+            topic="Discovery Call", start_time=datetime.now(UTC) + timedelta(days=3), duration=30, timezone="UTC",
+            agenda="made by meetergo"))
+    finally:
+        services.close()
+    appt = appointment()
+    appt["meetingInfo"]["meetingLink"] = made.join_url
+    stack.deliver(meetergo_sim.booking_created(appt))
+    view = stack.wait_for_status(appt["id"], "synced")
+    assert len(sims.zoom_meetings(live_only=False)) == 1
+    assert view["zoom"]["meeting_id"] == made.id and view["zoom"]["made_by"] == "meetergo"
+    assert view["host_link"] and view["zoom"]["start_url_expires_at"], "its start_url is kept fresh as usual"
+    [booking] = sims.neetocal_bookings()
+    assert answers(booking)["zoom_join_url"] == made.join_url
+
+
+def test_a_zoom_link_outside_the_account_is_the_join_url_and_offers_no_host_link(stack: Stack, sims: Sims) -> None:
+    appt = appointment()
+    foreign = "https://zoom.sandbox/j/98765432101?pwd=elsewhere"
+    appt["meetingInfo"]["meetingLink"] = foreign
+    stack.deliver(meetergo_sim.booking_created(appt))
+    view = stack.wait_for_status(appt["id"], "synced")
+    assert sims.zoom_meetings(live_only=False) == [] and not sims.calls("zoom", "POST", "/meetings")
+    assert sims.calls("zoom", "GET", "/meetings/98765432101"), "the meeting was looked up"
+    assert view["zoom"]["join_url"] == foreign and view["host_link"] is None
+    assert "outside this Zoom account" in view["zoom"]["none_because"]
+    [booking] = sims.neetocal_bookings()
+    assert answers(booking)["zoom_join_url"] == foreign
+
+
+def test_off_grid_and_overlapping_appointments_are_booked_and_strangers_are_refused(stack: Stack,
+                                                                                    sims: Sims) -> None:
+    odd = appointment(hour=10, minute=7)
+    first = appointment(hour=14, attendee={"email": "eve@example.com", "firstname": "Eve"})
+    overlapping = appointment(hour=14, minute=15, attendee={"email": "max@example.com", "firstname": "Max"})
+    for appt in (odd, first, overlapping):
+        stack.deliver(meetergo_sim.booking_created(appt))
+    for appt in (odd, first, overlapping):
+        view = stack.wait_for_status(appt["id"], "synced")
+        assert view["warning"] is None
+    assert len(sims.neetocal_bookings()) == 3
+    assert all(call["json"]["override_availability"] is True for call in sims.calls("neetocal", "POST", "/bookings"))
+    [link] = [m for m in sims.get("neetocal", "meetings")["meetings"] if m["slug"] == view["neetocal"]["meeting_slug"]]
+    assert link["availability"]["periods"] == [], "a mirror link has no public hours"
+
+    # A stranger books the host directly on the mirror link, for 03:00 on a Sunday (as its public page would).
+    sunday = datetime.now(UTC).date() + timedelta(days=(6 - datetime.now(UTC).weekday()) % 7 + 7)
+    refused = httpx.post(f"{sims.url('neetocal')}/api/external/v2/bookings",
+                         headers={"X-Api-Key": "sandbox-neetocal-key"},
+                         json={"meeting_slug": link["slug"], "name": "Stranger", "email": "stranger@example.com",
+                               "slot_date": sunday.isoformat(), "slot_start_time": "03:00 AM", "time_zone": "UTC"})
+    assert refused.status_code == 422, refused.text
+    assert len(sims.neetocal_bookings()) == 3
+
+
+def test_a_neetocal_refusal_is_a_warning_counted_and_shown_not_a_dead_letter(stack: Stack, sims: Sims,
+                                                                             redis_client: redis.Redis) -> None:
+    # Under way: it began ten minutes ago, so NeetoCal refuses a booking in the past; the host still needs Zoom.
+    began = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    appt = appointment()
+    appt.update(start=began.isoformat(), end=(began + timedelta(minutes=40)).isoformat())
+    stack.deliver(meetergo_sim.booking_created(appt))
+    view = stack.wait_for_status(appt["id"], "synced")
+    assert view["zoom"]["meeting_id"] and view["error"] is None
+    assert "NeetoCal refused the booking of customer@example.com" in view["warning"]
+    assert [r["status"] for r in sims.calls("neetocal", "POST", "/bookings")] == [422], "refused once, not retried"
+    assert redis_client.zscore(KEYS.dead_letter, appt["id"]) is None
+    assert redis_client.zscore(KEYS.neetocal_refused, appt["id"]) is not None
+    assert metric(stack, "meetbridge_neetocal_refused_total") == 1
+    doctor = run_doctor(stack.env)
+    assert "NeetoCal refused a booking of 1 appointment(s)" in doctor.stdout, doctor.stdout
+
+
+@pytest.mark.parametrize("neetocal", NEETOCAL_VERSIONS)
+def test_a_booking_cancelled_in_neetocal_is_booked_again_at_the_next_sync(make_stack, sims: Sims,
+                                                                          neetocal: str) -> None:
+    stack = make_stack(**neetocal_env(sims, neetocal))
+    appt = appointment()
+    stack.deliver(meetergo_sim.booking_created(appt))
+    view = stack.wait_for_status(appt["id"], "synced")
+    sid = view["neetocal"]["booking_sid"]
+    # The attendee cancels the copy in NeetoCal (its own links, or a declined calendar invitation).
+    api = httpx.Client(base_url=f"{sims.url('neetocal')}/api/external/{neetocal}",
+                       headers={"X-Api-Key": "sandbox-neetocal-key"})
+    if neetocal == "v2":
+        api.patch(f"/bookings/{sid}", json={"status": "cancelled"}).raise_for_status()
+    else:
+        api.post(f"/bookings/{sid}/cancel", json={}).raise_for_status()
+    later = {**appt, "start": (datetime.fromisoformat(appt["start"]) + timedelta(hours=1)).isoformat(),
+             "end": (datetime.fromisoformat(appt["end"]) + timedelta(hours=1)).isoformat()}
+    later["updatedAt"] = later["rescheduledAt"] = (datetime.now(UTC)).isoformat()
+    stack.deliver(meetergo_sim.booking_rescheduled(later, appt["start"]))
+    wait_until(lambda: len(sims.neetocal_bookings()) == 1 and sims.neetocal_bookings()[0]["sid"] != sid,
+               message="the booking to be made again")
+    view = stack.wait_for_status(appt["id"], "synced")
+    assert "neetocal_booking_rebooked" in [entry["event"] for entry in view["history"]]
+    [booking] = sims.neetocal_bookings()
+    assert booking["starts_at"] == datetime.fromisoformat(later["start"]).astimezone(UTC).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+    assert view["error"] is None and view["neetocal"]["booking_sid"] == booking["sid"]
+    if neetocal == "v2":
+        assert_neetocal_calls_fit(sims, neetocal)
+
+
+def test_a_reschedule_zoom_refuses_during_the_meeting_still_moves_the_neetocal_booking(stack: Stack,
+                                                                                       sims: Sims) -> None:
+    appt = appointment()
+    stack.deliver(meetergo_sim.booking_created(appt))
+    view = stack.wait_for_status(appt["id"], "synced")
+    sims.post("zoom", f"meetings/{view['zoom']['meeting_id']}/start", {})  # the host is in the meeting
+    later = {**appt, "start": (datetime.fromisoformat(appt["start"]) + timedelta(hours=2)).isoformat(),
+             "end": (datetime.fromisoformat(appt["end"]) + timedelta(hours=2)).isoformat()}
+    later["updatedAt"] = later["rescheduledAt"] = datetime.now(UTC).isoformat()
+    stack.deliver(meetergo_sim.booking_rescheduled(later, appt["start"]))
+    wait_until(lambda: sims.calls("neetocal", "PATCH", "/bookings/"), message="the NeetoCal booking to move")
+    view = stack.wait_for_status(appt["id"], "synced")
+    [kept] = [e for e in view["history"] if e["event"] == "zoom_meeting_kept"]
+    assert "3000" in kept["detail"]
+    [booking] = sims.neetocal_bookings()
+    assert booking["starts_at"] == datetime.fromisoformat(later["start"]).astimezone(UTC).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+    assert [r["status"] for r in sims.calls("zoom", "PATCH", "/meetings/")] == [400], "not sent again"
