@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 from meetbridge.config import GENERATE_HINT, Settings
 from meetbridge.doctor import Check, _api, _meetergo, _neetocal, _zoom, neetocal_template, zoom_scopes
 from meetbridge.logs import mask_url, redact
-from workers.clients.errors import APIError, AuthError
+from workers.clients.errors import APIError, AuthError, MeetbridgeError
 from workers.services import Services
 
 WEBHOOK_PATH = "/webhooks/meetergo"
@@ -112,7 +112,7 @@ def register_webhook(services: Services, *, dry_run: bool, allow_http: bool) -> 
     except AuthError as error:
         yield Check(NAME, "fail", f"meetergo refused the API key listing webhooks: {error}")
         return
-    except APIError as error:
+    except MeetbridgeError as error:
         yield Check(NAME, "fail", f"could not list meetergo's webhooks: {error}")
         return
     plan = plan_webhook(existing, settings)
@@ -157,8 +157,8 @@ def _carry_out(services: Services, plan: WebhookPlan, existing: list[dict[str, A
             updated = {**plan.webhook, **services.meetergo.update_webhook(str(plan.webhook["id"]), plan.changes)}
             return Check(NAME, "ok", f"updated {_describe(updated)}: {_summary(plan.webhook, plan.changes)}")
         created = services.meetergo.create_webhook(wanted, list(EVENT_TYPES), DESCRIPTION)
-    except APIError as error:
-        if error.status == LIMIT_REACHED:  # another registration got in since the list
+    except MeetbridgeError as error:
+        if isinstance(error, APIError) and error.status == LIMIT_REACHED:  # another registration got in since the list
             return _limit_reached(_relisted(services, existing))
         return Check(NAME, "fail", f"meetergo did not take the registration: {error}")
     return Check(NAME, "ok", f"registered as {_describe(created)} for {events}")
@@ -179,7 +179,7 @@ def _summary(webhook: dict[str, Any], changes: dict[str, Any]) -> str:
 def _relisted(services: Services, earlier: list[dict[str, Any]]) -> list[dict[str, Any]]:
     try:
         return services.meetergo.list_webhooks()
-    except APIError:
+    except MeetbridgeError:
         return earlier
 
 

@@ -10,7 +10,7 @@ import redis
 
 from meetbridge.config import GENERATE_HINT, STALE_VARIABLES, ConfigError, Settings, load_settings
 from meetbridge.logs import mask_url
-from workers.clients.errors import APIError, AuthError, NotFound
+from workers.clients.errors import AuthError, MeetbridgeError, NotFound
 from workers.clients.neetocal import join_url_dropped_warning
 from workers.clients.zoom import missing_scopes
 from workers.durability import check_redis
@@ -176,7 +176,7 @@ def _api(name: str, probe: Callable[[Services], str], services: Services) -> Che
         return Check(name, "ok", probe(services))
     except AuthError as error:
         return Check(name, "fail", f"credentials refused: {error}")
-    except APIError as error:
+    except MeetbridgeError as error:
         return Check(name, "fail", str(error))
 
 
@@ -196,7 +196,7 @@ def zoom_scopes(services: Services) -> Check:
         grant = services.zoom.auth.fresh_grant()
     except AuthError as error:
         return Check("Zoom scopes", "fail", f"credentials refused: {error}")
-    except APIError as error:
+    except MeetbridgeError as error:
         return Check("Zoom scopes", "fail", str(error))
     if not isinstance(grant.get("scope"), str):
         return Check("Zoom scopes", "warn", "the token answer names no scopes; cannot tell what the app may do")
@@ -225,7 +225,7 @@ def neetocal_template(services: Services) -> Check:
                      "Connect the real services, NeetoCal)")
     try:
         template = services.neetocal.get_template(settings.neetocal_template_id)
-    except APIError as error:
+    except MeetbridgeError as error:
         return Check(name, "fail", str(error))
     if template is None:
         return Check(name, "fail", f"{settings.neetocal_template_id} is not a scheduling-link template in this "

@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, redirect, render_template
 
-from workers.clients.errors import APIError
+from workers.clients.errors import MeetbridgeError
 from workers.host_links import PATH_PREFIX, LinkRefused, check_still_open, is_zoom_start_url, read_claims
 from workers.start_urls import StartUrls
 from workers.state import AppointmentRecord
@@ -73,7 +73,7 @@ def start_meeting(appointment_id: str, token: str) -> Any:
     services = current_app.extensions["meetbridge"]
     try:
         found = StartUrls(services).valid_start_url(appointment_id)
-    except APIError as error:
+    except MeetbridgeError as error:
         current_app.logger.warning("host link for %s: Zoom did not give a start_url: %s", appointment_id, error)
         found = None
     start_url = found[0] if found else None

@@ -9,7 +9,7 @@ import redis
 
 from meetbridge.config import Settings
 from workers.clients.base import IN_CALL_MAX_WAIT_SECONDS, IN_CALL_RETRIES
-from workers.clients.errors import DailyLimitReached, RateLimited
+from workers.clients.errors import BudgetTaken, QuotaParked
 from workers.state import KEYS
 
 # Generic cell rate algorithm, reserving: the key holds the theoretical arrival time of the next request;
@@ -53,8 +53,8 @@ class RateLimiter:
         longest_ms = self.max_wait_seconds * 1000
         wait_ms = int(self._reserve(keys=[self.key], args=[self.interval_ms, self.tolerance_ms, longest_ms]))
         if wait_ms < 0:
-            raise RateLimited(f"the {self.name} budget is taken for more than {self.max_wait_seconds:.0f}s ahead",
-                              service="meetbridge", retry_after=self.max_wait_seconds)
+            raise BudgetTaken(f"the {self.name} budget is taken for more than {self.max_wait_seconds:.0f}s ahead",
+                              retry_after=self.max_wait_seconds)
         if wait_ms:
             time.sleep(wait_ms / 1000)
 
@@ -94,7 +94,7 @@ class HostDailyQuota:
         if int(self._spend(keys=[key], args=[self.limit, 2 * 24 * 3600])) < 0:
             raise self._exhausted(host, now, "spent by meetbridge")
 
-    def exhaust(self, host: str, zoom_status: int | None) -> DailyLimitReached:
+    def exhaust(self, host: str, zoom_status: int | None) -> QuotaParked:
         """Zoom said the host's budget is gone (another app spent it): stop asking until it resets."""
         now = datetime.now(UTC)
         self.client.set(KEYS.host_daily(host, now.strftime("%Y%m%d")), self.limit, ex=2 * 24 * 3600)
@@ -104,10 +104,10 @@ class HostDailyQuota:
         key = KEYS.host_daily(host, datetime.now(UTC).strftime("%Y%m%d"))
         return int(self.client.get(key) or 0)
 
-    def _exhausted(self, host: str, now: datetime, why: str) -> DailyLimitReached:
+    def _exhausted(self, host: str, now: datetime, why: str) -> QuotaParked:
         resume_at = next_utc_midnight(now)
-        return DailyLimitReached(
+        return QuotaParked(
             f"Zoom's daily limit of {self.limit} meeting create/update requests for {host} is reached ({why}); "
             f"waiting until {resume_at:%Y-%m-%d %H:%M} UTC",
-            service="zoom", status=429, resume_at=resume_at,
+            resume_at=resume_at,
         )

@@ -17,7 +17,7 @@ from marshmallow import ValidationError
 
 from schemas.events import AppointmentEvent, Host
 from schemas.meetergo import ReadbackSchema, readback_event
-from workers.clients.errors import APIError, NotFound
+from workers.clients.errors import MeetbridgeError, NotFound
 from workers.desired import fold
 from workers.services import Services
 from workers.state import KEYS
@@ -42,7 +42,7 @@ class HostDirectory:
             self._reloaded = True  # at most one reload of the users per directory, even when it fails
             try:
                 self._known = self._reload()
-            except APIError as error:
+            except MeetbridgeError as error:
                 # Hosts already cached still resolve; an appointment of an unknown host waits for the next run.
                 log.warning("could not read meetergo's users: %s", error)
                 self.services.metrics.count("meetbridge_reconcile_errors_total", reason="users")
@@ -101,10 +101,10 @@ def reconcile(services: Services, enqueue: Callable[[list[str]], int], now: date
                 found = reconcile_one(services, directory, raw, now)
                 if found:
                     stale.append(found)
-            except (APIError, ValidationError, ValueError, TypeError, KeyError) as error:
+            except (MeetbridgeError, ValidationError, ValueError, TypeError, KeyError) as error:
                 log.warning("could not reconcile meetergo appointment %r: %s", _id_of(raw), error)
                 services.metrics.count("meetbridge_reconcile_errors_total", reason="appointment")
-    except APIError as error:
+    except MeetbridgeError as error:
         log.warning("meetergo's appointment list broke off: %s", error)
         services.metrics.count("meetbridge_reconcile_errors_total", reason="listing")
     return enqueue(stale) if stale else 0

@@ -12,10 +12,10 @@ import redis
 from meetbridge.config import Settings, get_settings
 from workers.clients.meetergo import MeetergoClient
 from workers.clients.neetocal import NeetoCalClient
-from workers.clients.zoom import LIGHT, MEDIUM, ZoomAuth, ZoomClient
+from workers.clients.zoom import LIGHT, MEDIUM, ZoomAuth, ZoomClient, ZoomOAuth
 from workers.limits import HostDailyQuota, RateLimiter
 from workers.metrics import Metrics
-from workers.state import Store, connect
+from workers.state import SharedToken, Store, connect
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class Services:
     def close(self) -> None:
         for client in (self.zoom, self.neetocal, self.meetergo):
             client.close()
-        self.zoom.auth.http.close()
+        self.zoom.auth.close()
         self.redis.close()
 
 
@@ -51,9 +51,9 @@ def build_services(settings: Settings, transport: httpx.BaseTransport | None = N
     quota = HostDailyQuota(client, settings.zoom_host_daily_limit)
     zoom = ZoomClient(
         settings.zoom_api_url,
-        auth=ZoomAuth(client, oauth_url=settings.zoom_oauth_url, account_id=settings.zoom_account_id,
-                      client_id=settings.zoom_client_id, client_secret=settings.zoom_client_secret,
-                      timeout=settings.http_timeout_seconds, transport=transport),
+        auth=ZoomAuth(SharedToken(client), ZoomOAuth(
+            settings.zoom_oauth_url, account_id=settings.zoom_account_id, client_id=settings.zoom_client_id,
+            client_secret=settings.zoom_client_secret, **common)),
         limiters={
             LIGHT: RateLimiter(client, "zoom:light", settings.zoom_light_per_second),
             MEDIUM: RateLimiter(client, "zoom:medium", settings.zoom_medium_per_second),

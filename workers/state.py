@@ -322,6 +322,47 @@ class Schedule:
         return self.client.zcard(self.key)
 
 
+class SharedToken:
+    """The Zoom access token every process shares, and the lock of the one process renewing it."""
+
+    RENEW_LOCK_MS = 15_000
+
+    def __init__(self, client: redis.Redis, keys: Keys = KEYS) -> None:
+        self.client = client
+        self.keys = keys
+
+    def read(self, margin_seconds: float) -> tuple[str, float] | None:
+        """The shared token and its expiry, unless it expires within `margin_seconds`."""
+        raw = self.client.get(self.keys.zoom_token)
+        if not raw:
+            return None
+        data = json.loads(raw)
+        if data["expires_at"] - margin_seconds <= time.time():
+            return None
+        return data["access_token"], data["expires_at"]
+
+    def write(self, token: str, expires_at: float) -> None:
+        ttl_ms = max(1, int((expires_at - time.time()) * 1000))
+        self.client.set(self.keys.zoom_token, json.dumps({"access_token": token, "expires_at": expires_at}),
+                        px=ttl_ms)
+
+    def drop(self, token: str) -> None:
+        """Forget `token` if it is still the shared one (Zoom refused it)."""
+        shared = self.read(0)
+        if shared and shared[0] == token:
+            self.client.delete(self.keys.zoom_token)
+
+    @contextmanager
+    def renewing(self) -> Iterator[bool]:
+        """Whether this process holds the renewal lock (then it renews); released on leaving."""
+        mine = bool(self.client.set(self.keys.zoom_token_lock, "1", nx=True, px=self.RENEW_LOCK_MS))
+        try:
+            yield mine
+        finally:
+            if mine:
+                self.client.delete(self.keys.zoom_token_lock)
+
+
 class Store:
     """Appointment records, their events and history, locks and dead letters."""
 

@@ -20,7 +20,7 @@ from celery.exceptions import Reject
 from meetbridge.config import Settings
 from workers.celery_app import app
 from workers.clients.base import backoff_delay
-from workers.clients.errors import APIError, DailyLimitReached
+from workers.clients.errors import MeetbridgeError, WaitsUntil
 from workers.desired import snapshot
 from workers.limits import lock_seconds
 from workers.queue import enqueue_many
@@ -66,10 +66,10 @@ def run_sync(services: Services, appointment_id: str) -> Outcome:
     except AppointmentBusy:
         # Another worker is on it; look again once it is likely done (a crashed holder's lock expires).
         return Outcome("busy", retry_in=min(lock_ttl, 0.5 * 2 ** min(attempt, 6)) + random.uniform(0, 0.5))
-    except DailyLimitReached as error:
+    except WaitsUntil as error:
         park(services, appointment_id, error.resume_at.timestamp(), str(error))
         return _counted(services, appointment_id, Outcome("waiting"), record)
-    except APIError as error:
+    except MeetbridgeError as error:
         if error.transient and attempt < settings.sync_max_retries:
             delay = backoff_delay(attempt, base=2.0, cap=settings.retry_max_delay_seconds,
                                   retry_after=error.retry_after)
@@ -141,7 +141,7 @@ def sync_appointment(appointment_id: str, attempt: int = 0) -> str:
 def refresh_one(services: Services, appointment_id: str, force: bool = False) -> str:
     try:
         result = StartUrls(services).refresh(appointment_id, force=force)
-    except APIError as error:
+    except MeetbridgeError as error:
         # The claim's lease puts it back in the sweep's way, well before the start_url expires.
         log.warning("start_url refresh failed: %s", error)
         result = "error"

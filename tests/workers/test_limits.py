@@ -8,7 +8,7 @@ import time
 import pytest
 import redis
 
-from workers.clients.errors import DailyLimitReached, RateLimited
+from workers.clients.errors import BudgetTaken, QuotaParked
 from workers.limits import HostDailyQuota, RateLimiter
 
 
@@ -38,12 +38,12 @@ def test_the_rate_is_kept_across_threads_and_served_in_turn(redis_client: redis.
 
 def test_a_wait_beyond_the_limit_is_refused_at_once(redis_client: redis.Redis) -> None:
     limiter = RateLimiter(redis_client, "test", per_second=1, max_wait_seconds=2)
-    refused: list[RateLimited] = []
+    refused: list[BudgetTaken] = []
 
     def take() -> None:
         try:
             limiter.acquire()
-        except RateLimited as error:
+        except BudgetTaken as error:
             refused.append(error)
 
     # Three at once: slots now, in 1.1 s and in 2.2 s; the last is further off than anyone should wait.
@@ -67,7 +67,7 @@ def test_daily_quota_counts_before_spending(redis_client: redis.Redis) -> None:
     quota = HostDailyQuota(redis_client, limit=2)
     quota.spend("a@b.co")
     quota.spend("A@b.co")  # the same host, whatever the case
-    with pytest.raises(DailyLimitReached) as raised:
+    with pytest.raises(QuotaParked) as raised:
         quota.spend("a@b.co")
     assert raised.value.resume_at.hour == 0 and raised.value.resume_at.minute == 0
     quota.spend("other@b.co")  # other hosts keep flowing

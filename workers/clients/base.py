@@ -11,7 +11,7 @@ import email.utils
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -66,6 +66,8 @@ class ApiClient:
     """Base of the Zoom, NeetoCal and meetergo clients."""
 
     service: ClassVar[str]
+    # The API's own error codes that say more than the HTTP status (workers/clients/errors.py).
+    codes: ClassVar[Mapping[int | str, type[APIError]]] = {}
 
     def __init__(
         self,
@@ -101,6 +103,7 @@ class ApiClient:
         operation: str,
         json: Any = None,
         params: dict[str, Any] | None = None,
+        data: dict[str, Any] | None = None,
         retries: int | None = None,
     ) -> httpx.Response:
         if retries is None:
@@ -108,7 +111,7 @@ class ApiClient:
         attempt = 0
         while True:
             try:
-                return self._send(method, path, operation=operation, json=json, params=params)
+                return self._send(method, path, operation=operation, json=json, params=params, data=data)
             except APIError as error:
                 if not error.transient or attempt >= retries:
                     raise
@@ -119,13 +122,13 @@ class ApiClient:
                 time.sleep(delay)
                 attempt += 1
 
-    def _send(self, method: str, path: str, *, operation: str, json: Any, params: dict[str, Any] | None
-              ) -> httpx.Response:
+    def _send(self, method: str, path: str, *, operation: str, json: Any, params: dict[str, Any] | None,
+              data: dict[str, Any] | None = None) -> httpx.Response:
         self.before_request(operation)
         started = time.monotonic()
         status: int | None = None
         try:
-            response = self.http.request(method, path.lstrip("/"), json=json, params=params,
+            response = self.http.request(method, path.lstrip("/"), json=json, params=params, data=data,
                                          headers=self.auth_headers())
             status = response.status_code
         except httpx.TimeoutException as exc:
@@ -142,7 +145,7 @@ class ApiClient:
     def error_from(self, response: httpx.Response, operation: str) -> APIError:
         body = _json_or_text(response)
         message, code = self.describe_error(body)
-        cls = error_class_for(response.status_code)
+        cls = error_class_for(response.status_code, code, self.codes)
         return cls(
             f"{operation}: {message or response.reason_phrase}",
             service=self.service,

@@ -1,18 +1,56 @@
-"""The one error hierarchy for every remote call (Zoom, NeetoCal, meetergo) and the service's own limits.
+"""The one error tree: what another service answered, and what meetbridge itself decided.
 
-`transient` tells the sync whether trying again later can help; everything else fails the appointment at once
-with the error's message, which is written to be read by an operator in the admin API.
+    MeetbridgeError
+    ├── APIError                  a remote API's answer (or its absence): service, HTTP status, the API's own code
+    │   ├── APIConnectionError    no answer; the request may or may not have taken effect   (transient)
+    │   │   └── APITimeoutError
+    │   ├── AuthError             401/403: credentials wrong, expired or short of a scope
+    │   ├── NotFound              404
+    │   ├── ValidationFailed      300/400/422: the request itself is wrong
+    │   │   └── SlotUnavailable   NeetoCal refused the slot
+    │   ├── Conflict              409                                                        (transient)
+    │   ├── RateLimited           a per-second budget, as the remote API counts it          (transient)
+    │   ├── DailyCapReached       a per-day budget of the API is spent: wait until it resets    (waits)
+    │   └── ServerError           5xx                                                        (transient)
+    └── ServiceError              meetbridge's own outcome, no remote call involved
+        ├── CannotSync            the appointment cannot be mirrored as it stands
+        ├── NotConfigured         credentials for an API are not set
+        ├── BudgetTaken           meetbridge's own share of a per-second budget is taken too far ahead (transient)
+        └── QuotaParked           a host's daily Zoom create/update quota is spent: wait until 00:00 UTC (waits)
+
+`transient` tells the sync whether trying again later can help; `WaitsUntil` errors park it until `resume_at`;
+everything else fails the appointment at once with the error's message, written for an operator to read.
+Each client maps its API's answers onto the tree by the API's own error code first (`codes`), then by HTTP status
+(`STATUS_ERRORS`); message text only where the API gives nothing else, each such case cited where it is read.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 
-class APIError(Exception):
-    transient = False
+class MeetbridgeError(Exception):
+    """Root of every error meetbridge raises on purpose."""
 
+    transient = False
+    service = "meetbridge"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class WaitsUntil(MeetbridgeError):
+    """A budget is spent until `resume_at`: the sync is parked until then, not retried and not failed."""
+
+    resume_at: datetime
+
+
+# --- remote API errors ---------------------------------------------------------------------------------------
+class APIError(MeetbridgeError):
     def __init__(
         self,
         message: str,
@@ -24,14 +62,12 @@ class APIError(Exception):
         request_id: str | None = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__(message, retry_after=retry_after)
         self.service = service
         self.status = status
         self.code = code
         self.body = body
         self.request_id = request_id
-        self.retry_after = retry_after
 
     def __str__(self) -> str:
         where = f"{self.service} {self.status}" if self.status else self.service
@@ -71,25 +107,24 @@ class Conflict(APIError):
 
 
 class RateLimited(APIError):
+    """The remote API's per-second budget: a short wait helps."""
+
     transient = True
 
 
-class DailyLimitReached(RateLimited):
-    """A per-day budget is spent (Zoom's 100 create/update per host): wait until it resets, don't retry."""
+class DailyCapReached(APIError, WaitsUntil):
+    """A per-day budget of the remote API is spent: wait until it resets. `per_host`: Zoom's 100 meeting
+    creates/updates per host and UTC day (the client then parks the host's own quota), else a daily limit of
+    the API for the whole account."""
 
-    transient = False
-
-    def __init__(self, message: str, *, resume_at: datetime, **kwargs: Any) -> None:
+    def __init__(self, message: str, *, resume_at: datetime, per_host: bool = False, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.resume_at = resume_at
+        self.per_host = per_host
 
 
 class ServerError(APIError):
     transient = True
-
-
-class NotConfigured(APIError):
-    """The service lacks credentials for this API."""
 
 
 STATUS_ERRORS: dict[int, type[APIError]] = {
@@ -105,15 +140,45 @@ STATUS_ERRORS: dict[int, type[APIError]] = {
 }
 
 
-def error_class_for(status: int) -> type[APIError]:
+def error_class_for(status: int, code: int | str | None = None,
+                    codes: Mapping[int | str, type[APIError]] | None = None) -> type[APIError]:
+    """The class of an API's error answer: by the API's own `code` (its table `codes`), else by HTTP status."""
+    if codes and code is not None and code in codes:
+        return codes[code]
     if status >= 500:
         return ServerError
     return STATUS_ERRORS.get(status, APIError)
 
 
-class CannotSync(APIError):
-    """The appointment itself cannot be mirrored as it stands (e.g. it ended before it was synced)."""
+# --- the service's own outcomes ------------------------------------------------------------------------------
+class ServiceError(MeetbridgeError):
+    """Something meetbridge decided itself; `service` names the API it concerns, if any."""
 
-    def __init__(self, message: str, **kwargs: Any) -> None:
-        kwargs.setdefault("service", "meetbridge")
-        super().__init__(message, **kwargs)
+    def __init__(self, message: str, *, service: str = "meetbridge", retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.service = service
+
+    def __str__(self) -> str:
+        return f"{self.service}: {self.message}"
+
+
+class CannotSync(ServiceError):
+    """The appointment itself cannot be mirrored as it stands."""
+
+
+class NotConfigured(ServiceError):
+    """The service lacks credentials for this API."""
+
+
+class BudgetTaken(ServiceError):
+    """meetbridge's own share of a per-second budget is taken further ahead than a call may wait."""
+
+    transient = True
+
+
+class QuotaParked(ServiceError, WaitsUntil):
+    """A host's daily Zoom create/update quota is spent (counted by meetbridge, or Zoom said so)."""
+
+    def __init__(self, message: str, *, resume_at: datetime, service: str = "zoom") -> None:
+        super().__init__(message, service=service)
+        self.resume_at = resume_at

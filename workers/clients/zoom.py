@@ -6,7 +6,7 @@ spend from the host's daily budget before they are sent, so requests known to 42
 
 from __future__ import annotations
 
-import json
+import base64
 import logging
 import time
 from collections.abc import Iterator
@@ -16,21 +16,20 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-import redis
 
 from schemas.zoom import MeetingRequestSchema, MeetingResponseSchema, MeetingSpec, ZoomMeeting, carries_marker
-from workers.clients.base import ApiClient
+from workers.clients.base import IN_CALL_RETRIES, ApiClient
 from workers.clients.errors import (
     APIConnectionError,
     APIError,
     AuthError,
-    DailyLimitReached,
+    DailyCapReached,
     NotConfigured,
     NotFound,
-    RateLimited,
+    ValidationFailed,
 )
 from workers.limits import HostDailyQuota, RateLimiter, next_utc_midnight
-from workers.state import KEYS
+from workers.state import SharedToken
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +43,21 @@ OPERATION_LABELS = {
     "get_meeting": LIGHT,
     "update_meeting": LIGHT,
     "delete_meeting": LIGHT,
+}
+
+
+# Zoom's own error codes (API-FACTS 2.6) by what they mean; the HTTP status decides the rest.
+ZOOM_ERROR_CODES: dict[int | str, type[APIError]] = {
+    INVALID_TOKEN: AuthError,  # 124: invalid or expired access token (401)
+    4700: AuthError,  # the token lacks a scope
+    1001: NotFound,  # "User {userId} not exist or not belong to this account." (404)
+    MEETING_NOT_FOUND: NotFound,  # 3001: "Meeting {meetingId} is not found or has expired." (404)
+    1010: ValidationFailed,  # user not on this account (400)
+    3000: ValidationFailed,  # no access, e.g. "You cannot update or delete meetings that have started" (400)
+    3002: ValidationFailed,  # the meeting is in progress (400)
+    3003: ValidationFailed,  # "You are not the meeting host." (400)
+    3007: ValidationFailed,  # the meeting has ended (400)
+    3161: ValidationFailed,  # "Meeting hosting and scheduling capabilities are not allowed for your user account."
 }
 
 
@@ -95,16 +109,46 @@ def missing_scopes(scope: str | None) -> list[str]:
     return missing
 
 
+class ZoomOAuth(ApiClient):
+    """Zoom's Server-to-Server OAuth token endpoint, through the shared client: counted like every other call
+    and answered with the same errors."""
+
+    service = "zoom"
+
+    def __init__(self, oauth_url: str, *, account_id: str | None, client_id: str | None,
+                 client_secret: str | None, **kwargs: Any) -> None:
+        base, _, self.path = oauth_url.rstrip("/").rpartition("/")
+        super().__init__(base, **kwargs)
+        self.account_id = account_id
+        self.credentials = (client_id, client_secret)
+
+    def grant(self) -> dict[str, Any]:
+        """A new token's whole answer: `access_token`, `expires_in`, `scope`."""
+        try:
+            response = self.request("POST", self.path, operation="oauth_token", retries=IN_CALL_RETRIES,
+                                    data={"grant_type": "account_credentials", "account_id": self.account_id})
+        except (AuthError, ValidationFailed) as error:
+            # Zoom answers wrong credentials 400 or 401; either way only the operator can fix them.
+            raise AuthError("Zoom refused the Server-to-Server OAuth credentials (check ZOOM_ACCOUNT_ID, "
+                            "ZOOM_CLIENT_ID, ZOOM_CLIENT_SECRET)", service="zoom", status=error.status,
+                            code=error.code) from error
+        data: dict[str, Any] = response.json()
+        return data
+
+    def auth_headers(self) -> dict[str, str]:
+        client_id, client_secret = self.credentials
+        if not (self.account_id and client_id and client_secret):
+            raise NotConfigured("ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID and ZOOM_CLIENT_SECRET are not set", service="zoom")
+        basic = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
+        return {"Authorization": f"Basic {basic}"}
+
+
 class ZoomAuth:
     """One Server-to-Server token shared by all workers through Redis, renewed by one worker at a time."""
 
-    def __init__(self, client: redis.Redis, *, oauth_url: str, account_id: str | None, client_id: str | None,
-                 client_secret: str | None, timeout: float, transport: httpx.BaseTransport | None = None) -> None:
-        self.redis = client
-        self.oauth_url = oauth_url
-        self.account_id = account_id
-        self.credentials = (client_id, client_secret)
-        self.http = httpx.Client(timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)), transport=transport)
+    def __init__(self, tokens: SharedToken, oauth: ZoomOAuth) -> None:
+        self.tokens = tokens
+        self.oauth = oauth
         self._cached: tuple[str, float] | None = None  # (token, expires_at) in this process
 
     def token(self) -> str:
@@ -112,15 +156,13 @@ class ZoomAuth:
             return self._cached[0]
         deadline = time.monotonic() + 15
         while True:
-            shared = self._read_shared()
+            shared = self.tokens.read(TOKEN_RENEW_MARGIN_SECONDS)
             if shared:
                 self._cached = shared
                 return shared[0]
-            if self.redis.set(KEYS.zoom_token_lock, "1", nx=True, px=15_000):
-                try:
+            with self.tokens.renewing() as mine:
+                if mine:
                     return self._renew()
-                finally:
-                    self.redis.delete(KEYS.zoom_token_lock)
             if time.monotonic() > deadline:
                 raise APIConnectionError("timed out waiting for another worker to renew the Zoom token",
                                          service="zoom")
@@ -129,18 +171,7 @@ class ZoomAuth:
     def invalidate(self, token: str) -> None:
         """Drop `token` if it is still the shared one (Zoom rejected it)."""
         self._cached = None
-        shared = self._read_shared()
-        if shared and shared[0] == token:
-            self.redis.delete(KEYS.zoom_token)
-
-    def _read_shared(self) -> tuple[str, float] | None:
-        raw = self.redis.get(KEYS.zoom_token)
-        if not raw:
-            return None
-        data = json.loads(raw)
-        if data["expires_at"] - TOKEN_RENEW_MARGIN_SECONDS <= time.time():
-            return None
-        return data["access_token"], data["expires_at"]
+        self.tokens.drop(token)
 
     def fresh_grant(self) -> dict[str, Any]:
         """A new token's whole answer (`access_token`, `expires_in`, `scope`), kept out of the shared cache.
@@ -148,43 +179,24 @@ class ZoomAuth:
         Several Server-to-Server tokens may be live at once, so asking for one more revokes none in use; and the
         cached shared token may predate a change of the app's scopes, so only a new one tells what it holds now.
         """
-        return self._request_token()
+        return self.oauth.grant()
+
+    def close(self) -> None:
+        self.oauth.close()
 
     def _renew(self) -> str:
-        data = self._request_token()
+        data = self.oauth.grant()
         expires_at = time.time() + float(data.get("expires_in", 3600))
         token = data["access_token"]
-        ttl_ms = int((expires_at - time.time()) * 1000)
-        self.redis.set(KEYS.zoom_token, json.dumps({"access_token": token, "expires_at": expires_at}), px=ttl_ms)
+        self.tokens.write(token, expires_at)
         self._cached = (token, expires_at)
         log.info("renewed the Zoom access token")
         return token
 
-    def _request_token(self) -> dict[str, Any]:
-        client_id, client_secret = self.credentials
-        if not (self.account_id and client_id and client_secret):
-            raise NotConfigured("ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID and ZOOM_CLIENT_SECRET are not set", service="zoom")
-        try:
-            response = self.http.post(
-                self.oauth_url,
-                data={"grant_type": "account_credentials", "account_id": self.account_id},
-                auth=(client_id, client_secret),
-            )
-        except httpx.TransportError as exc:
-            raise APIConnectionError(f"token request failed: {type(exc).__name__}", service="zoom") from exc
-        if response.status_code in (400, 401, 403):
-            raise AuthError("Zoom refused the Server-to-Server OAuth credentials (check ZOOM_ACCOUNT_ID, "
-                            "ZOOM_CLIENT_ID, ZOOM_CLIENT_SECRET)", service="zoom", status=response.status_code)
-        if not response.is_success:
-            cls = RateLimited if response.status_code == 429 else APIConnectionError
-            raise cls(f"token request answered {response.status_code}", service="zoom",
-                      status=response.status_code)
-        data: dict[str, Any] = response.json()
-        return data
-
 
 class ZoomClient(ApiClient):
     service = "zoom"
+    codes = ZOOM_ERROR_CODES
 
     def __init__(self, base_url: str, *, auth: ZoomAuth, limiters: dict[str, RateLimiter],
                  quota: HostDailyQuota, **kwargs: Any) -> None:
@@ -261,22 +273,21 @@ class ZoomClient(ApiClient):
                 # The shared token was revoked or expired early: renew it and try once more.
                 self.auth.invalidate(self._token)
                 return self.request(method, path, operation=operation, **kwargs)
-        except RateLimited as error:
-            if host and _is_host_daily_limit(error):
+        except DailyCapReached as error:
+            if host and error.per_host:
                 raise self.quota.exhaust(host, error.status) from error
-            if _is_daily_limit(error):
-                resume = (datetime.now(UTC) + timedelta(seconds=error.retry_after) if error.retry_after
-                          else next_utc_midnight())
-                raise DailyLimitReached(str(error), service="zoom", status=error.status, resume_at=resume,
-                                        retry_after=error.retry_after) from error
             raise
 
     def error_from(self, response: httpx.Response, operation: str) -> APIError:
         error = super().error_from(response, operation)
-        if response.status_code == 300 and HOST_DAILY_CAP_300_TEXT in error.message:
-            # The spec files the per-host daily cap under HTTP 300.
-            return RateLimited(error.message, service="zoom", status=300, code=error.code, body=error.body)
-        return error
+        cap = daily_cap(response.status_code, response.headers.get("X-RateLimit-Type"), error.message)
+        if cap is None:
+            return error
+        resume = (datetime.now(UTC) + timedelta(seconds=error.retry_after) if error.retry_after
+                  else next_utc_midnight())
+        return DailyCapReached(error.message, service="zoom", status=error.status, code=error.code, body=error.body,
+                               request_id=error.request_id, retry_after=error.retry_after, resume_at=resume,
+                               per_host=cap == "host")
 
     def describe_error(self, body: Any) -> tuple[str, int | str | None]:
         message, code = super().describe_error(body)
@@ -293,19 +304,28 @@ def _user_path(email: str) -> str:
     return quote(email, safe="@")
 
 
-# Zoom's OpenAPI spec files the per-host cap under HTTP 300 / code 300: "A maximum of {rateLimitNumber} meetings
-# can be created/updated for a single user in one day." Code 300 is also every validation error, so the
-# message tells the two apart (error_from turns only that message into a RateLimited).
-HOST_DAILY_CAP_300_TEXT = "in one day"
+def daily_cap(status: int, rate_limit_type: str | None, message: str) -> str | None:
+    """Whether a Zoom answer says a daily budget is spent: "host" (100 creates/updates per host and UTC day),
+    "api" (a daily limit of the API), or None.
 
-
-def _is_host_daily_limit(error: APIError) -> bool:
-    if error.status == 300:
-        return True
-    # The 429 form seen in practice: "...the daily rate limit (100) ... permitted for this particular user."
-    text = error.message.lower()
-    return "daily" in text and ("particular user" in text or "single user" in text)
-
-
-def _is_daily_limit(error: APIError) -> bool:
-    return "daily" in error.message.lower()
+    The `X-RateLimit-Type` header says it where Zoom sends it (`Daily-limit` or `QPS`, API-FACTS 2.5). It is
+    seen absent on the per-host 429, and the spec files the per-host cap under HTTP 300, the code of every
+    validation error too: there, and only there, the message text is all Zoom gives, so it is read:
+    - 300 "A maximum of {rateLimitNumber} meetings can be created/updated for a single user in one day."
+      (zoom-meetings-openapi-subset.json, responses `300` of create and update);
+    - 429 "You have exceeded the daily rate limit (100) of Meeting Create/Update API requests permitted for this
+      particular user." (API-FACTS 2.5, devforum sample of the per-user 429);
+    - 429 "You have reached the maximum daily rate limit for this API." (API-FACTS 2.5).
+    """
+    text = message.lower()
+    per_user = "particular user" in text or "single user" in text
+    if status == 300:
+        return "host" if "in one day" in text else None
+    if status != 429:
+        return None
+    kind = (rate_limit_type or "").lower()
+    if kind == "qps":
+        return None
+    if kind == "daily-limit" or "daily" in text:
+        return "host" if per_user else "api"
+    return None
