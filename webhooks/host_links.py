@@ -3,6 +3,9 @@
 `GET` answers a small page with a "Start the meeting as host" button; only the button's `POST` redirects to
 the start_url. Mail scanners and chat previews fetch every link they see (some in a sandbox browser), so a
 `GET` must never hand out the start_url, which logs its holder in as host.
+
+The `POST` is the one place the web process talks to Zoom: the start_url logic and the Zoom client are loaded
+when the first host presses the button, not with the web app (`tests/webhooks/test_thin_web.py`).
 """
 
 from __future__ import annotations
@@ -11,11 +14,9 @@ from typing import Any
 
 from flask import Blueprint, current_app, redirect, render_template
 
-from workers.clients.errors import APIError
 from workers.host_links import PATH_PREFIX, LinkRefused, check_still_open, is_zoom_start_url, read_claims
-from workers.start_urls import StartUrls
+from workers.queue import queue_syncs
 from workers.state import AppointmentRecord
-from workers.tasks import queue_syncs
 
 bp = Blueprint("host_links", __name__)
 ROUTE = f"{PATH_PREFIX}/<appointment_id>/<token>"
@@ -70,6 +71,9 @@ def start_meeting(appointment_id: str, token: str) -> Any:
         record = _open(appointment_id, token)
     except LinkRefused as error:
         return _refused(error)
+    from workers.clients.errors import APIError
+    from workers.start_urls import StartUrls
+
     services = current_app.extensions["meetbridge"]
     try:
         found = StartUrls(services).valid_start_url(appointment_id)

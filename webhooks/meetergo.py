@@ -20,9 +20,7 @@ from werkzeug.exceptions import HTTPException
 from meetbridge.config import MAX_WEBHOOK_BODY_BYTES
 from schemas.events import AppointmentEvent
 from schemas.meetergo import parse_delivery
-from workers.celery_app import app as celery_app
-from workers.queue import QUEUE, task_message
-from workers.tasks import SYNC
+from workers.queue import QUEUE, sync_message
 
 bp = Blueprint("meetergo", __name__)
 
@@ -111,7 +109,7 @@ def receive() -> Any:
 
 def _record(event: AppointmentEvent) -> Any:
     services = current_app.extensions["meetbridge"]
-    message = task_message(celery_app, SYNC, (event.appointment_id,))
+    message = sync_message(event.appointment_id)
     try:
         recorded = services.store.record_delivery(event, message, QUEUE, history=_describe(event))
     except redis.RedisError:
