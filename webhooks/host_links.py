@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, redirect, render_template
 
+from webhooks import services
 from workers.host_links import PATH_PREFIX, LinkRefused, check_still_open, is_zoom_start_url, read_claims
 from workers.queue import queue_syncs
 from workers.state import AppointmentRecord
@@ -40,12 +41,12 @@ def _page(status: int, title: str, message: str, *, can_start: bool = False,
 
 
 def _open(appointment_id: str, token: str) -> AppointmentRecord:
-    services = current_app.extensions["meetbridge"]
-    claims = read_claims(services.settings, appointment_id, token)
-    record = services.store.load(appointment_id)
+    these = services()
+    claims = read_claims(these.settings, appointment_id, token)
+    record = these.store.load(appointment_id)
     if record is None:
         raise LinkRefused(404, "there is no such appointment")
-    check_still_open(services.settings, claims, record)
+    check_still_open(these.settings, claims, record)
     return record
 
 
@@ -74,16 +75,16 @@ def start_meeting(appointment_id: str, token: str) -> Any:
     from workers.clients.errors import APIError
     from workers.start_urls import StartUrls
 
-    services = current_app.extensions["meetbridge"]
+    these = services()
     try:
-        found = StartUrls(services).valid_start_url(appointment_id)
+        found = StartUrls(these).valid_start_url(appointment_id)
     except APIError as error:
         current_app.logger.warning("host link for %s: Zoom did not give a start_url: %s", appointment_id, error)
         found = None
     start_url = found[0] if found else None
-    if found is None and (services.store.load(appointment_id) or record).zoom_drift:
-        queue_syncs(services, [appointment_id])  # changed in Zoom (another host?): put it back, then start
-    if not is_zoom_start_url(services.settings, start_url):
+    if found is None and (these.store.load(appointment_id) or record).zoom_drift:
+        queue_syncs(these, [appointment_id])  # changed in Zoom (another host?): put it back, then start
+    if not is_zoom_start_url(these.settings, start_url):
         return _page(503, "The meeting cannot be started just now",
                      "Zoom did not give us a way to start it yet. Try again in a minute.", retry_after=30)
     return _private(redirect(start_url, 302))
