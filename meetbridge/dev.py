@@ -3,6 +3,10 @@
 Starts the simulators when no real Zoom/NeetoCal credentials are set, runs every Procfile process with the
 same environment, and books a demo appointment through the meetergo simulator so it can be watched
 flowing through to Zoom and NeetoCal.
+
+The simulators (`sandbox/`) are not part of the installed service: they run from a source checkout with the dev
+extra (`pip install -e '.[dev]'`; scripts/dev does it). Without them, `meetbridge dev` runs only against real
+credentials and otherwise says what to install.
 """
 
 from __future__ import annotations
@@ -39,6 +43,25 @@ def procfile() -> dict[str, str]:
         if command.strip():
             entries[name.strip()] = command.strip()
     return entries
+
+
+class SimulatorsMissing(RuntimeError):
+    """The simulators cannot be imported: not a source checkout, or the dev extra is not installed."""
+
+
+def start_simulators() -> Any:
+    """Start the API simulators (sandbox.server.start_all), from the source checkout this runner belongs to."""
+    # An editable install maps only the service's own packages: the checkout's root holds the simulators.
+    if (ROOT / "sandbox" / "__init__.py").is_file() and str(ROOT) not in sys.path:
+        sys.path.append(str(ROOT))
+    try:
+        from sandbox.server import start_all
+    except ImportError as error:
+        raise SimulatorsMissing(
+            f"the API simulators are not installed ({error}). They run from a source checkout with the dev "
+            "extra: pip install -e '.[dev]' (scripts/dev does it); or set real Zoom and NeetoCal credentials"
+        ) from None
+    return start_all()
 
 
 def dev_environment(start_simulators: Callable[[], Any]) -> tuple[dict[str, str], Any]:
@@ -176,11 +199,10 @@ def follow(base_url: str, admin_token: str, appointment_id: str, timeout: float 
 
 
 def run(demo: bool = True, exit_after_demo: bool = False) -> int:
-    from sandbox.server import start_all
-
     try:
-        env, sandbox = dev_environment(start_all)
-    except ConfigError as error:  # e.g. a weak SECRET_KEY in the caller's environment: every process would refuse it
+        env, sandbox = dev_environment(start_simulators)
+    # e.g. a weak SECRET_KEY in the caller's environment (every process would refuse it), or no simulators
+    except (ConfigError, SimulatorsMissing) as error:
         say(f"error: {error}")
         return 1
     base_url = f"http://127.0.0.1:{env['PORT']}"

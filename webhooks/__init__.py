@@ -10,13 +10,20 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from meetbridge import logs
 from meetbridge.config import MAX_WEBHOOK_BODY_BYTES, Settings, get_settings
 from workers.durability import require_safe_redis
 from workers.services import Services, build_services
+
+EXTENSION = "meetbridge"
+
+
+def services() -> Services:
+    """The services of the app handling this request (`create_app` keeps them in Flask's `app.extensions`)."""
+    return current_app.extensions[EXTENSION]
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
@@ -29,7 +36,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     # One byte over the limit is let through so the receiver can tell "too large" from "exactly at the limit"
     # for bodies sent without a length; werkzeug cuts such streams off silently at this size.
     app.config.from_mapping(MAX_CONTENT_LENGTH=MAX_WEBHOOK_BODY_BYTES + 1)
-    app.extensions["meetbridge"] = services or build_services(settings)
+    app.extensions[EXTENSION] = services or build_services(settings)
 
     from webhooks import admin, health, host_links, host_pages, meetergo, openapi
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from flask import Blueprint, abort, current_app, jsonify, request
+from flask import Blueprint, abort, jsonify, request
 
+from webhooks import services
 from workers.host_pages import HostPages, normalize_email
 from workers.operations import appointment_view, replay
 
@@ -15,7 +16,7 @@ bp = Blueprint("admin", __name__, url_prefix="/api")
 
 @bp.before_request
 def require_admin_token() -> Any:
-    token = current_app.extensions["meetbridge"].settings.admin_token
+    token = services().settings.admin_token
     if not token:
         abort(404)
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
@@ -33,7 +34,7 @@ def not_stored(response: Any) -> Any:
 
 @bp.get("/appointments/<appointment_id>")
 def show(appointment_id: str) -> Any:
-    view = appointment_view(current_app.extensions["meetbridge"], appointment_id)
+    view = appointment_view(services(), appointment_id)
     if view is None:
         return jsonify(error=f"no appointment {appointment_id}"), 404
     return jsonify(view)
@@ -41,7 +42,7 @@ def show(appointment_id: str) -> Any:
 
 @bp.post("/appointments/<appointment_id>/replay")
 def replay_one(appointment_id: str) -> Any:
-    if not replay(current_app.extensions["meetbridge"], appointment_id):
+    if not replay(services(), appointment_id):
         return jsonify(error=f"no appointment {appointment_id}"), 404
     return jsonify(status="queued", appointment_id=appointment_id), 202
 
@@ -53,4 +54,4 @@ def host_page(email: str) -> Any:
         email = normalize_email(email)
     except ValueError as error:
         return jsonify(error=str(error)), 400
-    return jsonify(HostPages(current_app.extensions["meetbridge"]).page_links(email).as_dict())
+    return jsonify(HostPages(services()).page_links(email).as_dict())

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import redis
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from webhooks import services
 from workers.metrics import RedisCollector
 from workers.queue import QUEUE
 
@@ -23,7 +24,7 @@ def healthz() -> Any:
 @bp.get("/readyz")
 def readyz() -> Any:
     try:
-        current_app.extensions["meetbridge"].redis.ping()
+        services().redis.ping()
     except redis.RedisError:
         return jsonify(status="unavailable", redis="unreachable"), 503
     return jsonify(status="ready", redis="ok")
@@ -35,9 +36,9 @@ REDIS_DOWN = (b"# HELP meetbridge_redis_up 1 while Redis answers the scrape.\n"
 
 @bp.get("/metrics")
 def metrics() -> Any:
-    services = current_app.extensions["meetbridge"]
+    these = services()
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RedisCollector(services.store, QUEUE, services.settings.zoom_host_daily_limit))
+    registry.register(RedisCollector(these.store, QUEUE, these.settings.zoom_host_daily_limit))
     try:
         return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
     except redis.RedisError:

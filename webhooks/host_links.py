@@ -3,6 +3,9 @@
 `GET` answers a small page with a "Start the meeting as host" button; only the button's `POST` redirects to
 the start_url. Mail scanners and chat previews fetch every link they see (some in a sandbox browser), so a
 `GET` must never hand out the start_url, which logs its holder in as host.
+
+The `POST` is the one place the web process talks to Zoom: the start_url logic and the Zoom client are loaded
+when the first host presses the button, not with the web app (`tests/webhooks/test_thin_web.py`).
 """
 
 from __future__ import annotations
@@ -11,11 +14,10 @@ from typing import Any
 
 from flask import Blueprint, current_app, redirect, render_template
 
-from workers.clients.errors import MeetbridgeError
+from webhooks import services
 from workers.host_links import PATH_PREFIX, LinkRefused, check_still_open, is_zoom_start_url, read_claims
-from workers.start_urls import StartUrls
+from workers.queue import queue_syncs
 from workers.state import AppointmentRecord
-from workers.tasks import queue_syncs
 
 bp = Blueprint("host_links", __name__)
 ROUTE = f"{PATH_PREFIX}/<appointment_id>/<token>"
@@ -39,12 +41,12 @@ def _page(status: int, title: str, message: str, *, can_start: bool = False,
 
 
 def _open(appointment_id: str, token: str) -> AppointmentRecord:
-    services = current_app.extensions["meetbridge"]
-    claims = read_claims(services.settings, appointment_id, token)
-    record = services.store.load(appointment_id)
+    these = services()
+    claims = read_claims(these.settings, appointment_id, token)
+    record = these.store.load(appointment_id)
     if record is None:
         raise LinkRefused(404, "there is no such appointment")
-    check_still_open(services.settings, claims, record)
+    check_still_open(these.settings, claims, record)
     return record
 
 
@@ -70,16 +72,19 @@ def start_meeting(appointment_id: str, token: str) -> Any:
         record = _open(appointment_id, token)
     except LinkRefused as error:
         return _refused(error)
-    services = current_app.extensions["meetbridge"]
+    from workers.clients.errors import MeetbridgeError
+    from workers.start_urls import StartUrls
+
+    these = services()
     try:
-        found = StartUrls(services).valid_start_url(appointment_id)
+        found = StartUrls(these).valid_start_url(appointment_id)
     except MeetbridgeError as error:
         current_app.logger.warning("host link for %s: Zoom did not give a start_url: %s", appointment_id, error)
         found = None
     start_url = found[0] if found else None
-    if found is None and (services.store.load(appointment_id) or record).zoom_drift:
-        queue_syncs(services, [appointment_id])  # changed in Zoom (another host?): put it back, then start
-    if not is_zoom_start_url(services.settings, start_url):
+    if found is None and (these.store.load(appointment_id) or record).zoom_drift:
+        queue_syncs(these, [appointment_id])  # changed in Zoom (another host?): put it back, then start
+    if not is_zoom_start_url(these.settings, start_url):
         return _page(503, "The meeting cannot be started just now",
                      "Zoom did not give us a way to start it yet. Try again in a minute.", retry_after=30)
     return _private(redirect(start_url, 302))

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 from flask import Blueprint, Response, current_app, render_template
 
+from webhooks import services
 from workers.host_pages import CALENDAR_FILE, PATH_PREFIX, HostMeeting, HostPages, calendar_feed
 
 bp = Blueprint("host_pages", __name__, template_folder="templates")
@@ -27,7 +28,7 @@ def _private(response: Response) -> Response:
 
 
 def _host(token: str) -> tuple[HostPages, str | None]:
-    pages = HostPages(current_app.extensions["meetbridge"])
+    pages = HostPages(services())
     return pages, pages.verify(token)
 
 

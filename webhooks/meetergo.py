@@ -3,42 +3,138 @@
 meetergo signs nothing, so each delivery must carry one of MEETERGO_WEBHOOK_TOKENS in its URL (several allow
 rotation). A 202 means the work is durably queued in Redis; when it cannot be, the answer is 503 so that the
 sender tries again. Nothing is queued or stored for a delivery that is refused.
+
+`webhook_view` owns everything before the event (token, size, type, JSON) and answers each refusal; the view
+validates the event, records it and answers. Every answer goes through `reply`.
 """
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import redis
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from meetbridge.config import MAX_WEBHOOK_BODY_BYTES
 from schemas.events import AppointmentEvent
 from schemas.meetergo import parse_delivery
-from workers.celery_app import app as celery_app
-from workers.queue import QUEUE, task_message
-from workers.tasks import SYNC
+from webhooks import services
+from workers.queue import QUEUE, sync_message
 
 bp = Blueprint("meetergo", __name__)
 
 JSON_TYPES = ("application/json",)
+TOO_LARGE = f"body is larger than {MAX_WEBHOOK_BODY_BYTES // 1024} KiB"
+RETRY_AFTER_SECONDS = 5
 
 
-def _reply(http_status: int, counted_as: str, **body: Any) -> Any:
-    current_app.extensions["meetbridge"].metrics.count("meetbridge_deliveries_total", status=counted_as)
-    return jsonify(body), http_status
+def reply(http_status: int, counted_as: str | None = None, *, retry_after: int | None = None,
+          **body: Any) -> Response:
+    """Every answer of the receiver: a JSON body, counted in `meetbridge_deliveries_total` under `counted_as`
+    (None where the recording script counted it already, or could not), with `Retry-After` when the sender is
+    to try again later."""
+    if counted_as is not None:
+        services().metrics.count("meetbridge_deliveries_total", status=counted_as)
+    response = jsonify(body)
+    response.status_code = http_status
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
-def _token_ok(candidate: str) -> bool:
-    tokens = current_app.extensions["meetbridge"].settings.webhook_tokens
+class Refused(Exception):
+    """A delivery refused before its event is looked at. `unread` says what is left of the body: "drain" it
+    (read and drop it, so the connection is left at the start of the next request, for a proxy's pool to reuse),
+    "close" the connection on it, or nothing ("none": the body was read)."""
+
+    def __init__(self, http_status: int, counted_as: str, error: str, *, details: dict[str, Any] | None = None,
+                 unread: Literal["drain", "close", "none"] = "none") -> None:
+        super().__init__(error)
+        self.http_status, self.counted_as, self.error = http_status, counted_as, error
+        self.details, self.unread = details, unread
+
+    def answer(self) -> Response:
+        if self.unread == "close" or (self.unread == "drain" and not _discard_body()):
+            _close_connection()
+        extra = {} if self.details is None else {"details": self.details}
+        return reply(self.http_status, self.counted_as, error=self.error, **extra)
+
+
+def webhook_view(view: Callable[[Any], Response]) -> Callable[[], Response]:
+    """Everything about a delivery before its event: the token, the size, the type and the JSON, each failure
+    answered here (Zulip's `webhook_view`). The view is handed the parsed body."""
+
+    @functools.wraps(view)
+    def checked() -> Response:
+        try:
+            _authenticate()
+            _check_declared_body()
+            body = _read_json()
+        except Refused as refused:
+            return refused.answer()
+        return view(body)
+
+    return checked
+
+
+@bp.post("/webhooks/meetergo")
+@webhook_view
+def receive(body: Any) -> Response:
+    """Validate, record and answer: 202 once the work is durably queued (or is a duplicate, or ignored)."""
+    try:
+        delivery = parse_delivery(body, received_at=datetime.now(UTC))
+    except ValidationError as error:
+        return reply(400, "invalid", error="not a valid meetergo event", details=error.messages)
+    if delivery.event is None:
+        return reply(202, "ignored", status="ignored", appointment_id=None)
+    event = delivery.event
+    try:
+        recorded = services().store.record_delivery(event, sync_message(event.appointment_id), QUEUE,
+                                                    history=_describe(event))
+    except redis.RedisError:
+        current_app.logger.warning("could not queue a delivery for %s: Redis is unreachable", event.appointment_id)
+        return reply(503, error="the delivery could not be queued; send it again", retry_after=RETRY_AFTER_SECONDS)
+    # Not counted here: the script counted it already, in the same round trip.
+    return reply(202, status="accepted" if recorded else "duplicate", appointment_id=event.appointment_id)
+
+
+def _authenticate() -> None:
+    candidate = request.args.get("token", "").encode()
     # Compare against every token, always, so timing says nothing about which one nearly matched.
-    matches = [hmac.compare_digest(candidate.encode(), token.encode()) for token in tokens]
-    return any(matches)
+    matches = [hmac.compare_digest(candidate, token.encode()) for token in services().settings.webhook_tokens]
+    if not any(matches):
+        raise Refused(401, "unauthorized", "missing or wrong token", unread="drain")
+
+
+def _check_declared_body() -> None:
+    """What the headers say: a length over the limit, a type that is not JSON."""
+    if (request.content_length or 0) > MAX_WEBHOOK_BODY_BYTES:
+        raise Refused(413, "too_large", TOO_LARGE, unread="drain")
+    if request.mimetype not in JSON_TYPES and not request.mimetype.endswith("+json"):
+        raise Refused(415, "unsupported_type", "send the delivery as application/json",
+                      details={"content_type": request.mimetype or None}, unread="drain")
+
+
+def _read_json() -> Any:
+    # A body sent without a length (chunked) is only known to be too large once read past the limit.
+    raw = request.stream.read(MAX_WEBHOOK_BODY_BYTES + 1)
+    if len(raw) > MAX_WEBHOOK_BODY_BYTES:
+        raise Refused(413, "too_large", TOO_LARGE, unread="close")  # the rest of it is left unread
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise Refused(400, "invalid", "body is not valid UTF-8", details={}) from None
+    except RecursionError:
+        raise Refused(400, "invalid", "body is nested too deeply", details={}) from None
+    except ValueError as error:
+        raise Refused(400, "invalid", "body is not valid JSON", details={"json": [str(error)]}) from None
 
 
 def _discard_body() -> bool:
@@ -67,60 +163,6 @@ def _close_connection() -> None:
     close = getattr(request.environ.get("wsgi.input"), "meetbridge_close_connection", None)
     if close is not None:
         close()
-
-
-def _refuse(http_status: int, counted_as: str, **body: Any) -> Any:
-    """An answer given before the body is used. A body within the limit is read and dropped, so that the
-    connection is left at the start of the next request (a proxy's pool reuses it); a larger one is not read,
-    and the connection is closed."""
-    if not _discard_body():
-        _close_connection()
-    return _reply(http_status, counted_as, **body)
-
-
-@bp.post("/webhooks/meetergo")
-def receive() -> Any:
-    if not _token_ok(request.args.get("token", "")):
-        return _refuse(401, "unauthorized", error="missing or wrong token")
-    if (request.content_length or 0) > MAX_WEBHOOK_BODY_BYTES:
-        return _refuse(413, "too_large", error=f"body is larger than {MAX_WEBHOOK_BODY_BYTES // 1024} KiB")
-    if request.mimetype not in JSON_TYPES and not request.mimetype.endswith("+json"):
-        return _refuse(415, "unsupported_type", error="send the delivery as application/json",
-                       details={"content_type": request.mimetype or None})
-    # A body sent without a length (chunked) is only known to be too large once read past the limit.
-    raw = request.stream.read(MAX_WEBHOOK_BODY_BYTES + 1)
-    if len(raw) > MAX_WEBHOOK_BODY_BYTES:
-        _close_connection()  # the rest of it is left unread
-        return _reply(413, "too_large", error=f"body is larger than {MAX_WEBHOOK_BODY_BYTES // 1024} KiB")
-    try:
-        body = json.loads(raw)
-    except UnicodeDecodeError:
-        return _reply(400, "invalid", error="body is not valid UTF-8", details={})
-    except RecursionError:
-        return _reply(400, "invalid", error="body is nested too deeply", details={})
-    except ValueError as error:
-        return _reply(400, "invalid", error="body is not valid JSON", details={"json": [str(error)]})
-    try:
-        delivery = parse_delivery(body, received_at=datetime.now(UTC))
-    except ValidationError as error:
-        return _reply(400, "invalid", error="not a valid meetergo event", details=error.messages)
-    if delivery.event is None:
-        return _reply(202, "ignored", status="ignored", appointment_id=None)
-    return _record(delivery.event)
-
-
-def _record(event: AppointmentEvent) -> Any:
-    services = current_app.extensions["meetbridge"]
-    message = task_message(celery_app, SYNC, (event.appointment_id,))
-    try:
-        recorded = services.store.record_delivery(event, message, QUEUE, history=_describe(event))
-    except redis.RedisError:
-        current_app.logger.warning("could not queue a delivery for %s: Redis is unreachable", event.appointment_id)
-        response = jsonify(error="the delivery could not be queued; send it again")
-        response.headers["Retry-After"] = "5"
-        return response, 503
-    # The script counted it already, in the same round trip.
-    return jsonify(status="accepted" if recorded else "duplicate", appointment_id=event.appointment_id), 202
 
 
 def _describe(event: AppointmentEvent) -> str:

@@ -1,10 +1,19 @@
-"""`GET /openapi.json`: the service's own HTTP API, as operators and the fuzz tests see it."""
+"""`GET /openapi.json`: the service's own HTTP API, as operators and the fuzz tests see it.
+
+A delivery's schema is derived from the marshmallow schemas the receiver loads it with (`json_schema`), so the
+two cannot drift apart.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from flask import Blueprint, jsonify
+from marshmallow import Schema, fields
+from marshmallow.validate import Length, Regexp
+
+from schemas.events import ACTIONABLE_EVENTS, IGNORED_EVENTS
+from schemas.meetergo import AppointmentSchema
 
 bp = Blueprint("openapi", __name__)
 
@@ -20,36 +29,61 @@ def _error(description: str) -> dict[str, Any]:
     return _json(_ERROR, description)
 
 
-_HOST = {"type": "object", "required": ["email"], "properties": {
-    "id": {"type": "string"}, "email": {"type": "string", "format": "email"},
-    "fullName": {"type": "string"}, "givenName": {"type": "string"}, "familyName": {"type": "string"}}}
-_ATTENDEE = {"type": "object", "required": ["email"], "properties": {
-    "email": {"type": "string", "format": "email"}, "firstname": {"type": "string"},
-    "lastname": {"type": "string"}, "fullname": {"type": "string"}, "timezone": {"type": "string"}}}
-_APPOINTMENT = {
-    "type": "object",
-    "required": ["id", "start", "end", "hosts", "attendees"],
-    "properties": {
-        "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$"},
-        "start": {"type": "string", "format": "date-time"},
-        "end": {"type": "string", "format": "date-time"},
-        "hosts": {"type": "array", "minItems": 1, "items": _HOST},
-        "attendees": {"type": "array", "minItems": 1, "items": _ATTENDEE},
-        "meetingType": {"type": "object", "properties": {
-            "id": {"type": "string"}, "slug": {"type": "string"},
-            "meetingInfo": {"type": "object", "properties": {"name": {"type": "string"}}}}},
-        "isCancelled": {"type": "boolean"},
-        "cancel": {"type": "object"},
-        "createdAt": {"type": "string", "format": "date-time"},
-        "updatedAt": {"type": "string", "format": "date-time"},
-        "rescheduledAt": {"type": "string", "format": "date-time"},
-    },
-}
+def json_schema(schema: Schema | type[Schema]) -> dict[str, Any]:
+    """The JSON Schema of what a marshmallow schema loads: its fields (by their `data_key`), required ones,
+    `allow_none`, and the `Length` and `Regexp` validators. Validators written as functions (a time zone's name,
+    the years allowed) and `@validates_schema` rules stay the receiver's own: it answers 400 for them."""
+    loaded = schema() if isinstance(schema, type) else schema
+    properties = {field.data_key or name: _field(field) for name, field in loaded.load_fields.items()}
+    required = [field.data_key or name for name, field in loaded.load_fields.items() if field.required]
+    return {"type": "object", **({"required": required} if required else {}), "properties": properties}
+
+
+# The JSON type of each field class; subclasses first (an Email is a String).
+_TYPES: tuple[tuple[type[fields.Field], dict[str, Any]], ...] = (
+    (fields.Email, {"type": "string", "format": "email"}),
+    (fields.DateTime, {"type": "string", "format": "date-time"}),
+    (fields.String, {"type": "string"}),
+    (fields.Boolean, {"type": "boolean"}),
+)
+
+
+def _field(field: fields.Field) -> dict[str, Any]:
+    if isinstance(field, fields.Nested):
+        nested = json_schema(field.schema)
+        return {"anyOf": [nested, {"type": "null"}]} if field.allow_none else nested
+    if isinstance(field, fields.List):
+        described: dict[str, Any] = {"type": "array", "items": _field(field.inner)}
+    elif type(field) is fields.Raw:
+        return {}  # anything, null included
+    else:
+        kind = next((dict(kind) for cls, kind in _TYPES if isinstance(field, cls)), None)
+        if kind is None:  # a new kind of field: describe it here rather than let the document drift
+            raise TypeError(f"no JSON Schema for {type(field).__name__}")
+        described = kind
+    for validator in field.validators:
+        described.update(_constraints(validator, described["type"]))
+    if field.allow_none:
+        described["type"] = [described["type"], "null"]
+    return described
+
+
+def _constraints(validator: Any, json_type: str) -> dict[str, Any]:
+    if isinstance(validator, Length):
+        names = ("minItems", "maxItems") if json_type == "array" else ("minLength", "maxLength")
+        return {name: bound for name, bound in zip(names, (validator.min, validator.max), strict=True)
+                if bound is not None}
+    if isinstance(validator, Regexp):
+        # Python's whole-string anchors, in the ECMA-262 dialect JSON Schema patterns use.
+        return {"pattern": validator.regex.pattern.replace("\\A", "^").replace("\\Z", "$")}
+    return {}
+
+
+_APPOINTMENT = json_schema(AppointmentSchema)
 _DELIVERY = {
     "oneOf": [
         {"allOf": [_APPOINTMENT, {"type": "object", "required": ["webhookType"], "properties": {
-            "webhookType": {"type": "string", "enum": ["booking_created", "booking_rescheduled", "booking_cancelled",
-                                                       "new_employee", "form_submission"]},
+            "webhookType": {"type": "string", "enum": [*ACTIONABLE_EVENTS, *IGNORED_EVENTS]},
             "rescheduledAppointment": _APPOINTMENT, "oldStartDate": {"type": "string"}}}]},
         {"type": "object", "required": ["event", "data"], "properties": {
             "event": {"type": "string"}, "data": _APPOINTMENT}},

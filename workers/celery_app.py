@@ -1,8 +1,12 @@
-"""The Celery app (`celery -A workers.celery_app worker|beat`).
+"""The Celery app (`celery -A workers.celery_app worker|beat`), its queue and its task names.
 
 Configured lazily from `Settings` on first use, so importing this module reads no environment. Tasks are
 acknowledged only after they finish and are given back to the queue if their worker dies (at-least-once);
 every task is idempotent, so a second delivery is harmless.
+
+Light on purpose: the web process imports it (through `workers.queue`) to build the messages it queues, by task
+name. The tasks themselves, and with them the sync and every API client, live in `workers.tasks`, which only a
+worker loads (`include`).
 """
 
 from __future__ import annotations
@@ -17,9 +21,17 @@ from celery import Celery, signals
 
 from meetbridge import logs
 from meetbridge.config import ConfigError, Settings, get_settings
-from workers.queue import QUEUE
 
 log = logging.getLogger(__name__)
+
+QUEUE = "meetbridge"
+
+# Every task by name: `workers.tasks` binds these names to functions; the web, the sweeps and beat queue by name.
+SYNC = "meetbridge.sync_appointment"
+REFRESH = "meetbridge.refresh_start_url"
+SWEEP = "meetbridge.sweep"
+SWEEP_DEFERRED = "meetbridge.sweep_deferred"
+RECONCILE = "meetbridge.reconcile"
 
 app = Celery("meetbridge", include=["workers.tasks"])
 
@@ -72,12 +84,12 @@ def _host(host: str) -> str:
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     schedule: dict[str, Any] = {
-        "sweep-schedules": {"task": "meetbridge.sweep", "schedule": settings.refresh_sweep_seconds},
+        "sweep-schedules": {"task": SWEEP, "schedule": settings.refresh_sweep_seconds},
         # Retries wait in Redis, not in worker memory: picked up within a couple of seconds of being due.
-        "sweep-deferred": {"task": "meetbridge.sweep_deferred", "schedule": 2.0},
+        "sweep-deferred": {"task": SWEEP_DEFERRED, "schedule": 2.0},
     }
     if settings.meetergo_readback:
-        schedule["reconcile-meetergo"] = {"task": "meetbridge.reconcile", "schedule": settings.reconcile_seconds}
+        schedule["reconcile-meetergo"] = {"task": RECONCILE, "schedule": settings.reconcile_seconds}
     return {
         "broker_url": broker_url(settings),
         "broker_transport_options": {

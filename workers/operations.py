@@ -5,14 +5,14 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from meetbridge.config import Settings
 from workers.host_links import host_link
+from workers.queue import queue_syncs
 from workers.services import Services
-from workers.start_urls import utc_iso
 from workers.state import AppointmentRecord
-from workers.tasks import queue_syncs
 
 
 def appointment_view(services: Services, appointment_id: str) -> dict[str, Any] | None:
@@ -94,3 +94,9 @@ def appointments_with_status(services: Services, status: str, batch: int = 500) 
                 pipe.hget(services.store.keys.appointment(appointment_id), "status")
             statuses = pipe.execute()
         yield from (appointment_id for appointment_id, found in zip(chunk, statuses, strict=True) if found == status)
+
+
+def utc_iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

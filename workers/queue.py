@@ -1,4 +1,8 @@
-"""Celery task messages built in-process, so they can be pushed inside a Redis script or pipeline.
+"""Queueing tasks by name: Celery task messages built in-process, so they can be pushed inside a Redis script or
+pipeline.
+
+Imported by the web process, so it stays light: the Celery app and the task names (`workers.celery_app`), never
+`workers.tasks`, the sync or an API client (`tests/webhooks/test_thin_web.py`).
 
 The webhook records a delivery and queues its sync in one atomic Redis script (never recorded-but-not-queued,
 one round trip on the hot path), and the sweep queues a thousand refreshes in one pipeline. Both need the
@@ -12,14 +16,18 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from celery import Celery
 from kombu.serialization import dumps
 from kombu.utils.uuid import uuid
 
-QUEUE = "meetbridge"
+from workers.celery_app import QUEUE, SYNC
+from workers.celery_app import app as celery_app
+
+if TYPE_CHECKING:
+    from workers.services import Services
 
 
 def task_message(app: Celery, task_name: str, args: tuple[Any, ...], queue: str = QUEUE) -> str:
@@ -52,3 +60,14 @@ def enqueue_many(client: redis.Redis, app: Celery, task_name: str, arg_tuples: I
     if messages:
         client.lpush(queue, *messages)
     return len(messages)
+
+
+def sync_message(appointment_id: str) -> str:
+    """The message that runs an appointment's sync (the webhook pushes it inside its recording script)."""
+    return task_message(celery_app, SYNC, (appointment_id,))
+
+
+def queue_syncs(services: Services, appointment_ids: list[str]) -> int:
+    """Mark the appointments pending and queue a sync for each, in one round trip for the queue."""
+    services.store.mark_pending(appointment_ids)
+    return enqueue_many(services.redis, celery_app, SYNC, [(appointment_id,) for appointment_id in appointment_ids])

@@ -170,9 +170,3 @@ class StartUrls:
         self.save(appointment_id, meeting, record.zoom_host, fetched_at, ends_at(record))
         self.store.note(appointment_id, "start_url_refreshed", "fetched on demand for the host link")
         return meeting.start_url or "", record
-
-
-def utc_iso(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

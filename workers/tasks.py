@@ -18,12 +18,12 @@ import redis
 from celery.exceptions import Reject
 
 from meetbridge.config import Settings
-from workers.celery_app import app
+from workers.celery_app import RECONCILE, REFRESH, SWEEP, SWEEP_DEFERRED, SYNC, app
 from workers.clients.base import backoff_delay
 from workers.clients.errors import MeetbridgeError, WaitsUntil
 from workers.desired import snapshot
 from workers.limits import lock_seconds
-from workers.queue import enqueue_many
+from workers.queue import enqueue_many, queue_syncs
 from workers.readback import reconcile as reconcile_with_meetergo
 from workers.services import Services, get_services
 from workers.start_urls import StartUrls, claim_lease, ends_at
@@ -32,9 +32,6 @@ from workers.sync import AppointmentSync, retain
 
 log = logging.getLogger(__name__)
 
-SYNC = "meetbridge.sync_appointment"
-REFRESH = "meetbridge.refresh_start_url"
-SWEEP_DEFERRED = "meetbridge.sweep_deferred"
 DEFERRED_SWEEP_SECONDS = 2.0
 SWEEP_BATCH = 1000
 DEFERRED_CLAIM_LEASE_SECONDS = 300
@@ -188,7 +185,7 @@ def sweep_schedules(services: Services, now: float | None = None, batch: int = S
     return refreshes, syncs
 
 
-@app.task(name="meetbridge.sweep")
+@app.task(name=SWEEP)
 def sweep() -> tuple[int, int]:
     return sweep_schedules(get_services())
 
@@ -199,12 +196,7 @@ def sweep_deferred() -> tuple[int, int]:
     return sweep_schedules(get_services(), refreshes_too=False)
 
 
-def queue_syncs(services: Services, appointment_ids: list[str]) -> int:
-    services.store.mark_pending(appointment_ids)
-    return enqueue_many(services.redis, app, SYNC, [(appointment_id,) for appointment_id in appointment_ids])
-
-
-@app.task(name="meetbridge.reconcile")
+@app.task(name=RECONCILE)
 def reconcile() -> int:
     services = get_services()
     # One reconciliation at a time, however many beats run: meetergo allows 100 requests a minute.
