@@ -25,10 +25,11 @@ def _settings() -> Settings:
 
 def _services() -> Any:
     from workers.services import build_services
+    from workers.state.server import ServerView
 
     services = build_services(_settings())
     try:
-        services.redis.ping()
+        ServerView(services.redis).ping()
     except redis.RedisError as error:
         raise click.ClickException(
             f"Redis at {mask_url(services.settings.redis_url)} does not answer: {error}") from None

@@ -13,10 +13,10 @@ from meetbridge.logs import mask_url
 from workers.clients.errors import AuthError, MeetbridgeError, NotFound
 from workers.clients.neetocal import join_url_dropped_warning
 from workers.clients.zoom import missing_scopes
-from workers.durability import check_redis
 from workers.queue import QUEUE
 from workers.services import Services, build_services
 from workers.state import KEYS
+from workers.state.server import ServerView
 
 
 @dataclass(frozen=True)
@@ -106,21 +106,21 @@ def _detail(name: str, message: str) -> str:
 
 
 def _redis(services: Services) -> Iterator[Check]:
+    server = ServerView(services.redis)
     try:
-        services.redis.ping()
+        server.ping()
     except redis.RedisError as error:
         yield Check("Redis", "fail", f"{mask_url(services.settings.redis_url)} does not answer: {error}")
         return False
     yield Check("Redis", "ok", "answers")
     if services.settings.redis_sentinels:
         yield _topology(services)
-    for problem in check_redis(services.redis):
+    for problem in server.settings_problems():
         yield Check("Redis settings", "fail" if "maxmemory-policy is" in problem else "warn", problem)
-    memory = _memory(services)
+    memory = _memory(server)
     if memory:
         yield memory
-    queued = services.redis.llen(QUEUE)
-    dead = services.redis.zcard(KEYS.dead_letter)
+    queued, dead = server.queued(QUEUE), server.dead()
     yield Check("queue", "ok", f"{queued} task(s) waiting")
     yield Check("dead letters", "warn" if dead else "ok",
                 f"{dead} failed appointment(s): meetbridge list --status failed" if dead else "none")
@@ -141,7 +141,7 @@ def _topology(services: Services) -> Check:
             answers.setdefault("unreachable", []).append(f"{host}:{port}")
     named = {k: v for k, v in answers.items() if k not in ("none", "unreachable")}
     primary = max(named, key=lambda k: len(named[k])) if named else None
-    replicas = services.redis.info("replication").get("connected_slaves", 0)
+    replicas = ServerView(services.redis).replicas()
     agree = len(named.get(primary, [])) if primary else 0
     level = "ok" if primary and agree > len(settings.redis_sentinels) // 2 and replicas else "warn"
     return Check("Redis topology", level, f"primary {primary or 'unknown'} ({settings.redis_sentinel_master}), "
@@ -153,14 +153,13 @@ def _topology(services: Services) -> Check:
 BYTES_PER_APPOINTMENT = 4096
 
 
-def _memory(services: Services) -> Check | None:
+def _memory(server: ServerView) -> Check | None:
     """Whether maxmemory holds the working set: the appointments retained now, with room to double."""
-    try:
-        limit = int(services.redis.config_get("maxmemory").get("maxmemory") or 0)
-    except redis.ResponseError:
+    memory = server.memory()
+    if memory is None:
         return None
-    retained = services.redis.zcard(KEYS.appointments)
-    used = int(services.redis.info("memory").get("used_memory", 0))
+    limit, used = memory
+    retained = server.retained()
     projected = used + retained * BYTES_PER_APPOINTMENT
     if not limit:
         return Check("Redis memory", "warn", f"no maxmemory set; {used // 2**20} MiB used for {retained} "

@@ -192,7 +192,7 @@ def test_refuses_to_start_on_an_evicting_redis(tmp_path: Path, sandbox) -> None:
         assert "refuses to start" in worker.stderr + worker.stdout and "allkeys-lru" in worker.stderr + worker.stdout
         from meetbridge.config import Settings
         from webhooks import create_app
-        from workers.durability import UnsafeRedis
+        from workers.state.server import UnsafeRedis
 
         with pytest.raises(UnsafeRedis, match="noeviction"):
             create_app(Settings.from_env(env))

@@ -12,6 +12,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from webhooks import services
 from workers.metrics import RedisCollector
 from workers.queue import QUEUE
+from workers.state.server import ServerView
 
 bp = Blueprint("health", __name__)
 
@@ -24,7 +25,7 @@ def healthz() -> Any:
 @bp.get("/readyz")
 def readyz() -> Any:
     try:
-        services().redis.ping()
+        ServerView(services().redis).ping()
     except redis.RedisError:
         return jsonify(status="unavailable", redis="unreachable"), 503
     return jsonify(status="ready", redis="ok")

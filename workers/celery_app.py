@@ -169,7 +169,7 @@ def _check_beat(**_: Any) -> None:
 
 
 def _check_redis(settings: Settings) -> None:
-    from workers.durability import require_safe_redis
+    from workers.state.server import require_safe_redis
 
     require_safe_redis(settings)
 

@@ -16,7 +16,6 @@ fields a page and a host link are made of, for each meeting).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +30,8 @@ from itsdangerous import BadData, URLSafeSerializer
 from meetbridge.config import Settings
 from workers.desired import Desired
 from workers.services import Services
-from workers.state import KEYS, AppointmentRecord
+from workers.state import AppointmentRecord
+from workers.state.host_index import HostIndex
 
 PATH_PREFIX = "/hosts"
 CALENDAR_FILE = "calendar.ics"
@@ -46,40 +46,6 @@ _INDEX_SLACK_SECONDS = 3600
 
 CONFIRMED, CANCELLED = "confirmed", "cancelled"
 
-# The record's page fields and the host index change together, so that a page never lists a meeting its record
-# does not describe yet. The previous host's index (when the meeting moved) keeps the meeting, now scored as a
-# cancelled one; each index touched is trimmed of what is past and expires after its last entry.
-_RECORD_SYNC = """
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
-if KEYS[3] ~= KEYS[2] then
-  redis.call('ZADD', KEYS[3], 'XX', ARGV[4], ARGV[2])
-end
-for i = 2, #KEYS do
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[1])
-  local last = redis.call('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')
-  if last[2] then
-    redis.call('EXPIREAT', KEYS[i], math.ceil(tonumber(last[2])) + tonumber(ARGV[5]))
-  end
-end
-return 1
-"""
-
-
-# The records of a page, read in one call: each record's HMGET of _READ_FIELDS, all answered as one JSON string.
-# redis-py parses a reply value by value in Python (about 20 ms for 500 records of 17 fields, the bulk of a page);
-# json.loads reads the same in about 1 ms. Missing records come back as rows of nulls.
-_READ_RECORDS = """
-local rows = {}
-for i, key in ipairs(KEYS) do
-  local values = redis.call('HMGET', key, unpack(ARGV))
-  for j = 1, #ARGV do
-    if not values[j] then values[j] = cjson.null end
-  end
-  rows[i] = values
-end
-return cjson.encode(rows)
-"""
 
 # The record's fields a page reads: all of them (so the host link sees every field it may be made of, new ones
 # included) but those no page or host link is made of, the start_url (a credential, and the longest) first.
@@ -278,9 +244,7 @@ class HostPages:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.settings: Settings = services.settings
-        self.redis = services.redis
-        self._record_sync = self.redis.register_script(_RECORD_SYNC)
-        self._read_records = self.redis.register_script(_READ_RECORDS)
+        self.index = HostIndex(services.redis)
 
     # --- written by the sync -----------------------------------------------------------------------------
     def record_sync(self, appointment_id: str, desired: Desired, record: AppointmentRecord, outcome: str,
@@ -290,12 +254,9 @@ class HostPages:
         change = page_change(desired, record, outcome, now)
         if change is None:
             return
-        index = KEYS.host_meetings(change.host)
-        previous = KEYS.host_meetings(change.moved_from) if change.moved_from else index
-        pairs = [item for name_value in change.fields.items() for item in name_value]
-        self._record_sync(keys=[KEYS.appointment(appointment_id), index, previous],
-                          args=[now, appointment_id, change.score, change.moved_score, _INDEX_SLACK_SECONDS,
-                                *pairs])
+        self.index.record(appointment_id, change.fields, host=change.host, score=change.score,
+                          moved_from=change.moved_from, moved_score=change.moved_score, now=now,
+                          slack_seconds=_INDEX_SLACK_SECONDS)
         for name, value in change.fields.items():
             setattr(record, name, int(value) if name == "page_sequence" else value)
 
@@ -306,12 +267,8 @@ class HostPages:
 
         now = time.time() if now is None else now
         email = normalize_email(email)
-        ids = self.redis.zrangebyscore(KEYS.host_meetings(email), now, "+inf")
-        if not ids:
-            return []
-        rows = json.loads(self._read_records(keys=[KEYS.appointment(i) for i in ids], args=_READ_FIELDS))
         found = []
-        for appointment_id, values in zip(ids, rows, strict=True):
+        for appointment_id, values in self.index.meetings(email, now, _READ_FIELDS):
             raw = {name: value for name, value in zip(_READ_FIELDS, values, strict=True) if value is not None}
             if not raw:  # the record expired before the index entry
                 continue
@@ -331,7 +288,7 @@ class HostPages:
         return URLSafeSerializer(keys, salt=_SALT)
 
     def version(self, email: str) -> int:
-        return int(self.redis.get(KEYS.host_page_version(normalize_email(email))) or 0)
+        return self.index.page_version(normalize_email(email))
 
     def page_links(self, email: str) -> PageLinks:
         email = normalize_email(email)
@@ -340,7 +297,7 @@ class HostPages:
     def rotate(self, email: str) -> PageLinks:
         """Revoke every link of this host handed out so far; returns the new ones."""
         email = normalize_email(email)
-        return self._links(email, int(self.redis.incr(KEYS.host_page_version(email))))
+        return self._links(email, self.index.next_page_version(email))
 
     def _links(self, email: str, version: int) -> PageLinks:
         token = self._serializer().dumps([email, version])

@@ -89,10 +89,7 @@ def appointments_with_status(services: Services, status: str, batch: int = 500) 
         return
     ids = services.store.appointment_ids(batch)
     while chunk := list(itertools.islice(ids, batch)):
-        with services.redis.pipeline(transaction=False) as pipe:
-            for appointment_id in chunk:
-                pipe.hget(services.store.keys.appointment(appointment_id), "status")
-            statuses = pipe.execute()
+        statuses = services.store.statuses(chunk)
         yield from (appointment_id for appointment_id, found in zip(chunk, statuses, strict=True) if found == status)
 
 

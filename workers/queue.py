@@ -18,7 +18,6 @@ import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-import redis
 from celery import Celery
 from kombu.serialization import dumps
 from kombu.utils.uuid import uuid
@@ -28,6 +27,7 @@ from workers.celery_app import app as celery_app
 
 if TYPE_CHECKING:
     from workers.services import Services
+    from workers.state import Store
 
 
 def task_message(app: Celery, task_name: str, args: tuple[Any, ...], queue: str = QUEUE) -> str:
@@ -53,12 +53,11 @@ def task_message(app: Celery, task_name: str, args: tuple[Any, ...], queue: str 
     })
 
 
-def enqueue_many(client: redis.Redis, app: Celery, task_name: str, arg_tuples: Iterable[tuple[Any, ...]],
+def enqueue_many(store: Store, app: Celery, task_name: str, arg_tuples: Iterable[tuple[Any, ...]],
                  queue: str = QUEUE) -> int:
     """Queue one task per argument tuple in a single round trip."""
     messages = [task_message(app, task_name, args, queue) for args in arg_tuples]
-    if messages:
-        client.lpush(queue, *messages)
+    store.push_tasks(queue, messages)
     return len(messages)
 
 
@@ -70,4 +69,4 @@ def sync_message(appointment_id: str) -> str:
 def queue_syncs(services: Services, appointment_ids: list[str]) -> int:
     """Mark the appointments pending and queue a sync for each, in one round trip for the queue."""
     services.store.mark_pending(appointment_ids)
-    return enqueue_many(services.redis, celery_app, SYNC, [(appointment_id,) for appointment_id in appointment_ids])
+    return enqueue_many(services.store, celery_app, SYNC, [(appointment_id,) for appointment_id in appointment_ids])

@@ -7,7 +7,6 @@ leaves a group booking) and by the periodic reconciliation that heals lost webho
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -20,7 +19,7 @@ from schemas.meetergo import ReadbackSchema, readback_event
 from workers.clients.errors import MeetbridgeError, NotFound
 from workers.desired import fold
 from workers.services import Services
-from workers.state import KEYS
+from workers.state.caches import UsersCache
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +31,7 @@ class HostDirectory:
 
     def __init__(self, services: Services) -> None:
         self.services = services
+        self.cache = UsersCache(services.redis, USERS_CACHE_SECONDS)
         self._known: dict[str, dict[str, Any]] | None = None  # read from Redis once per directory
         self._reloaded = False
 
@@ -49,8 +49,7 @@ class HostDirectory:
         return tuple(Host(**self._known[host_id]) for host_id in host_ids if host_id in self._known)
 
     def _cached(self) -> dict[str, dict[str, Any]]:
-        raw = self.services.redis.hgetall(KEYS.meetergo_users)
-        return {user_id: json.loads(value) for user_id, value in raw.items()}
+        return self.cache.read()
 
     def _reload(self) -> dict[str, dict[str, Any]]:
         users: dict[str, dict[str, Any]] = {}
@@ -59,11 +58,7 @@ class HostDirectory:
                 name = " ".join(p for p in (user.get("givenName"), user.get("familyName")) if p)
                 users[user["id"]] = {"email": user["email"].lower(), "name": name, "id": user["id"]}
         if users:
-            with self.services.redis.pipeline() as pipe:
-                pipe.delete(KEYS.meetergo_users)
-                pipe.hset(KEYS.meetergo_users, mapping={k: json.dumps(v) for k, v in users.items()})
-                pipe.expire(KEYS.meetergo_users, USERS_CACHE_SECONDS)
-                pipe.execute()
+            self.cache.replace(users)
         return users
 
 

@@ -28,7 +28,8 @@ from workers.host_pages import HostPages
 from workers.readback import read_back
 from workers.services import Services
 from workers.start_urls import StartUrls
-from workers.state import KEYS, AppointmentRecord, Lease
+from workers.state import AppointmentRecord, Lease
+from workers.state.caches import LinkCache
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -501,10 +502,10 @@ class AppointmentSync:
         on_zoom = desired.wants_zoom(self.settings.zoom_channels)
         spec = link_spec(desired, grouped=desired.group or bool(self.record.neetocal_grouped),
                          place=None if on_zoom else place_of(desired))
-        key = KEYS.neetocal_link(spec.slug)
-        cached = self.services.redis.get(key)
+        links = LinkCache(self.services.redis, LINK_CACHE_SECONDS)
+        cached = links.get(spec.slug)
         if cached:
-            return Link(**json.loads(cached))
+            return Link(**cached)
         neetocal = self.services.neetocal
         link = neetocal.find_link(spec.host_email, spec.slug)
         if link is None:
@@ -520,8 +521,7 @@ class AppointmentSync:
         if link.spot != "custom":
             neetocal.set_custom_spot(link, spec.spot_text)
         # Cached for a week: a link deleted in NeetoCal meanwhile is found (or made) again after that.
-        self.services.redis.set(key, json.dumps({"sid": link.sid, "slug": link.slug, "spot": "custom"}),
-                                ex=LINK_CACHE_SECONDS)
+        links.put(spec.slug, {"sid": link.sid, "slug": link.slug, "spot": "custom"})
         return link
 
     # --- cancellation ------------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ from workers.queue import enqueue_many, queue_syncs
 from workers.readback import reconcile as reconcile_with_meetergo
 from workers.services import Services, get_services
 from workers.start_urls import StartUrls, claim_lease, ends_at
-from workers.state import AppointmentBusy, AppointmentRecord
+from workers.state import KEYS, AppointmentBusy, AppointmentRecord
+from workers.state.caches import only_one
 from workers.sync import AppointmentSync, retain
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 DEFERRED_SWEEP_SECONDS = 2.0
 SWEEP_BATCH = 1000
 DEFERRED_CLAIM_LEASE_SECONDS = 300
-RECONCILE_LOCK = "mb:reconcile:lock"
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,7 @@ def sweep_schedules(services: Services, now: float | None = None, batch: int = S
     refreshes = syncs = 0
     while refreshes_too:
         due = store.refresh.claim_due(now, batch, claim_lease(services.settings))
-        refreshes += enqueue_many(services.redis, app, REFRESH, [(member,) for member in due])
+        refreshes += enqueue_many(services.store, app, REFRESH, [(member,) for member in due])
         if len(due) < batch:
             break
     while refreshes_too:
@@ -176,10 +176,10 @@ def sweep_schedules(services: Services, now: float | None = None, batch: int = S
     lost = store.stale_pending(now - 2 * services.settings.broker_visibility_timeout_seconds, now)
     if lost:
         log.warning("queueing %d pending appointment(s) again: no task of theirs ran for a while", len(lost))
-        syncs += enqueue_many(services.redis, app, SYNC, [(member,) for member in lost])
+        syncs += enqueue_many(services.store, app, SYNC, [(member,) for member in lost])
     while True:
         parked = store.deferred.claim_due(now, batch, DEFERRED_CLAIM_LEASE_SECONDS)
-        syncs += enqueue_many(services.redis, app, SYNC, [(member,) for member in parked])
+        syncs += enqueue_many(services.store, app, SYNC, [(member,) for member in parked])
         if len(parked) < batch:
             break
     return refreshes, syncs
@@ -200,9 +200,5 @@ def sweep_deferred() -> tuple[int, int]:
 def reconcile() -> int:
     services = get_services()
     # One reconciliation at a time, however many beats run: meetergo allows 100 requests a minute.
-    if not services.redis.set(RECONCILE_LOCK, "1", nx=True, ex=int(services.settings.reconcile_seconds)):
-        return 0
-    try:
-        return reconcile_with_meetergo(services, lambda ids: queue_syncs(services, ids))
-    finally:
-        services.redis.delete(RECONCILE_LOCK)
+    with only_one(services.redis, KEYS.reconcile_lock, int(services.settings.reconcile_seconds)) as mine:
+        return reconcile_with_meetergo(services, lambda ids: queue_syncs(services, ids)) if mine else 0

@@ -1,8 +1,9 @@
-"""Refuse to run on a Redis that may silently drop what it was given.
+"""The Redis server itself: whether it answers, whether its settings keep what it is given, its memory, replicas
+and queue.
 
 Redis holds the queue, every acknowledged delivery and every appointment's state. Under memory pressure an
-evicting `maxmemory-policy` deletes keys, which would lose acknowledged work without a trace. The README's
-"Redis in production" section lists the settings production needs.
+evicting `maxmemory-policy` deletes keys, which would lose acknowledged work without a trace, so the processes
+refuse to start on one. The README's "Redis in production" section lists the settings production needs.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import redis
 
 from meetbridge.config import Settings
-from workers.state import connect
+from workers.state import KEYS, connect
 
 log = logging.getLogger(__name__)
 
@@ -51,3 +52,39 @@ def require_safe_redis(settings: Settings) -> None:
         if "maxmemory-policy is" in problem:
             raise UnsafeRedis(f"meetbridge refuses to start: {problem}")
         log.warning(problem)
+
+
+class ServerView:
+    """What `doctor`, the CLI and /readyz ask of the Redis server."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def ping(self) -> None:
+        """Raises redis.RedisError when Redis does not answer."""
+        self.client.ping()
+
+    def replicas(self) -> int:
+        return int(self.client.info("replication").get("connected_slaves", 0))
+
+    def memory(self) -> tuple[int, int] | None:
+        """(maxmemory, used_memory) in bytes; None when CONFIG is disabled on this server."""
+        try:
+            limit = int(self.client.config_get("maxmemory").get("maxmemory") or 0)
+        except redis.ResponseError:
+            return None
+        return limit, int(self.client.info("memory").get("used_memory", 0))
+
+    def queued(self, queue: str) -> int:
+        """Tasks waiting in a Celery queue (a Redis list)."""
+        return int(self.client.llen(queue))
+
+    def retained(self) -> int:
+        return int(self.client.zcard(KEYS.appointments))
+
+    def dead(self) -> int:
+        return int(self.client.zcard(KEYS.dead_letter))
+
+    def settings_problems(self) -> list[str]:
+        return check_redis(self.client)
+

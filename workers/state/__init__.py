@@ -89,6 +89,7 @@ class Keys:
     zoom_token = f"{prefix}:zoom:token"
     zoom_token_lock = f"{prefix}:zoom:token:lock"
     meetergo_users = f"{prefix}:meetergo:users"
+    reconcile_lock = f"{prefix}:reconcile:lock"  # one reconciliation at a time, however many beats run
     # zset: id -> when NeetoCal was seen dropping its join URL (the booking form lacks the question); `doctor`
     # counts it. Bounded like the other sets: an appointment leaves it when fixed, cancelled or forgotten.
     neetocal_join_url_dropped = f"{prefix}:neetocal:join_url_dropped"
@@ -444,6 +445,18 @@ class Store:
     def history(self, appointment_id: str) -> list[dict[str, str]]:
         raw = self.client.lrange(self.keys.history(appointment_id), 0, -1)
         return [json.loads(item) for item in reversed(raw)]
+
+    def push_tasks(self, queue: str, messages: list[str]) -> None:
+        """Put Celery task messages on the broker's list for `queue` (the transport's own layout)."""
+        if messages:
+            self.client.lpush(queue, *messages)
+
+    def statuses(self, appointment_ids: list[str]) -> list[str | None]:
+        """Each appointment's status, in one round trip."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for appointment_id in appointment_ids:
+                pipe.hget(self.keys.appointment(appointment_id), "status")
+            return list(pipe.execute())
 
     def exists(self, appointment_id: str) -> bool:
         return bool(self.client.exists(self.keys.appointment(appointment_id)))

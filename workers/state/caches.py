@@ -1,0 +1,60 @@
+"""Caches and locks of the service as a whole (not of one appointment), each under a key named in `Keys`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+
+from workers.state import KEYS, Keys
+
+
+class LinkCache:
+    """NeetoCal scheduling links already set up, by slug: found or made once, then read from here."""
+
+    def __init__(self, client: redis.Redis, ttl_seconds: int, keys: Keys = KEYS) -> None:
+        self.client = client
+        self.ttl_seconds = ttl_seconds
+        self.keys = keys
+
+    def get(self, slug: str) -> dict[str, Any] | None:
+        raw = self.client.get(self.keys.neetocal_link(slug))
+        return json.loads(raw) if raw else None
+
+    def put(self, slug: str, link: dict[str, Any]) -> None:
+        # Expires, so that a link deleted in NeetoCal meanwhile is found (or made) again.
+        self.client.set(self.keys.neetocal_link(slug), json.dumps(link), ex=self.ttl_seconds)
+
+
+class UsersCache:
+    """meetergo's users (id -> host), replaced whole on each reload."""
+
+    def __init__(self, client: redis.Redis, ttl_seconds: int, keys: Keys = KEYS) -> None:
+        self.client = client
+        self.ttl_seconds = ttl_seconds
+        self.keys = keys
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        return {user_id: json.loads(value) for user_id, value in self.client.hgetall(self.keys.meetergo_users).items()}
+
+    def replace(self, users: dict[str, dict[str, Any]]) -> None:
+        with self.client.pipeline() as pipe:
+            pipe.delete(self.keys.meetergo_users)
+            pipe.hset(self.keys.meetergo_users, mapping={k: json.dumps(v) for k, v in users.items()})
+            pipe.expire(self.keys.meetergo_users, self.ttl_seconds)
+            pipe.execute()
+
+
+@contextmanager
+def only_one(client: redis.Redis, key: str, ttl_seconds: int) -> Iterator[bool]:
+    """Whether this process may run the job `key` names (no other holds it); released when done. A crashed
+    holder's claim lapses after `ttl_seconds`."""
+    mine = bool(client.set(key, "1", nx=True, ex=max(1, ttl_seconds)))
+    try:
+        yield mine
+    finally:
+        if mine:
+            client.delete(key)
