@@ -79,8 +79,9 @@ def test_a_lost_reschedule_is_healed_by_one_run(make_stack, sims: Sims, neetocal
     # The status was already `synced`: wait for the sync that follows the meeting to reach NeetoCal too.
     wait_until(lambda: sims.neetocal_bookings()[0]["starts_at"].startswith(future_start(days=6).date().isoformat()),
                message="the booking to move")
-    view = stack.wait_for_status(appt["id"], "synced")
-    assert "neetocal_booking_rescheduled" in [entry["event"] for entry in view["history"]]
+    wait_until(lambda: "neetocal_booking_rescheduled" in [e["event"] for e in stack.appointment(appt["id"])["history"]],
+               message="the sync to record the move")
+    stack.wait_for_status(appt["id"], "synced")
     assert len(sims.neetocal_bookings()) == 1
     assert_neetocal_calls_fit(sims, neetocal)
 
