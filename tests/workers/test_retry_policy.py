@@ -1,0 +1,113 @@
+"""The retry policy of one sync attempt (`run_sync`): what each kind of error becomes, on real Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import redis
+
+from meetbridge.config import Settings
+from tests.support import REDIS_URL, service_env
+from workers import tasks
+from workers.clients.errors import (
+    APIConnectionError,
+    BudgetTaken,
+    CannotSync,
+    DailyCapReached,
+    MeetbridgeError,
+    QuotaParked,
+    RateLimited,
+    ValidationFailed,
+)
+from workers.services import Services, build_services
+from workers.state import KEYS
+
+ID = "appt-policy"
+
+
+@pytest.fixture
+def services(sandbox, redis_client: redis.Redis) -> Iterator[Services]:
+    built = build_services(Settings.from_env(service_env(sandbox, REDIS_URL, SYNC_MAX_RETRIES="2",
+                                                         RETRY_MAX_DELAY_SECONDS="300")))
+    built.store.update(ID, status="pending")
+    yield built
+    built.close()
+
+
+def failing_with(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    class Failing:
+        def __init__(self, *_: object) -> None:
+            pass
+
+        def run(self) -> str:
+            raise error
+
+    monkeypatch.setattr(tasks, "AppointmentSync", Failing)
+
+
+@pytest.mark.parametrize("error", [
+    APIConnectionError("reset", service="zoom"),
+    RateLimited("too fast", service="zoom", status=429),
+    BudgetTaken("the zoom:medium budget is taken for more than 10s ahead", retry_after=10),
+])
+def test_a_transient_error_is_retried_with_backoff_and_counted(services: Services, monkeypatch, error) -> None:
+    failing_with(monkeypatch, error)
+    outcome = tasks.run_sync(services, ID)
+    assert outcome.status == "retry" and outcome.retry_in is not None
+    assert outcome.retry_in >= (error.retry_after or 0)
+    record = services.store.load(ID)
+    assert record is not None and record.sync_attempts == 1 and "retry 1 of 2" in (record.error or "")
+
+
+@pytest.mark.parametrize("error", [
+    ValidationFailed("bad", service="zoom", status=400, code=300),
+    CannotSync("no event for this appointment says when it is and who hosts it"),
+])
+def test_a_permanent_error_fails_the_appointment_into_the_dead_letter_set(services: Services, monkeypatch,
+                                                                          redis_client: redis.Redis, error) -> None:
+    failing_with(monkeypatch, error)
+    assert tasks.run_sync(services, ID).status == "failed"
+    assert redis_client.zscore(KEYS.dead_letter, ID) is not None
+    assert services.store.load(ID).error == str(error)
+
+
+def test_retries_run_out_into_failed(services: Services, monkeypatch) -> None:
+    failing_with(monkeypatch, APIConnectionError("reset", service="neetocal"))
+    assert [tasks.run_sync(services, ID).status for _ in range(3)] == ["retry", "retry", "failed"]
+
+
+@pytest.mark.parametrize("error", [
+    QuotaParked("Zoom's daily limit of 100 ... is reached", resume_at=datetime.now(UTC) + timedelta(hours=3)),
+    DailyCapReached("the daily limit of this API", service="zoom", status=429,
+                    resume_at=datetime.now(UTC) + timedelta(hours=3)),
+])
+def test_a_spent_daily_budget_parks_the_sync_until_it_resets(services: Services, monkeypatch,
+                                                             redis_client: redis.Redis, error) -> None:
+    failing_with(monkeypatch, error)
+    assert tasks.run_sync(services, ID).status == "waiting"
+    record = services.store.load(ID)
+    assert record is not None and record.status == "waiting" and record.error is None
+    due = redis_client.zscore(KEYS.deferred_schedule, ID)
+    assert due is not None and abs(due - error.resume_at.timestamp()) <= 60
+    assert redis_client.zscore(KEYS.dead_letter, ID) is None
+
+
+def test_a_retry_after_beyond_the_longest_backoff_is_parked_in_redis(services: Services, monkeypatch,
+                                                                     redis_client: redis.Redis) -> None:
+    failing_with(monkeypatch, RateLimited("wait an hour", service="neetocal", status=429, retry_after=3600))
+    assert tasks.run_sync(services, ID).status == "waiting"
+    assert redis_client.zscore(KEYS.deferred_schedule, ID) is not None
+
+
+def test_a_bug_fails_visibly_instead_of_retrying_forever(services: Services, monkeypatch) -> None:
+    failing_with(monkeypatch, KeyError("oops"))
+    assert tasks.run_sync(services, ID).status == "failed"
+    assert "internal error: KeyError" in services.store.load(ID).error
+
+
+def test_every_error_the_sync_raises_on_purpose_is_a_meetbridge_error() -> None:
+    for cls in (APIConnectionError, RateLimited, ValidationFailed, DailyCapReached, CannotSync, QuotaParked,
+                BudgetTaken):
+        assert issubclass(cls, MeetbridgeError)
