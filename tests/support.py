@@ -3,6 +3,7 @@ and the simulators over HTTP. Nothing here mocks the service."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -449,4 +450,20 @@ def metric(stack: Stack, name: str) -> float:
         if line.startswith(f"{name} "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+FIXTURES = ROOT / "tests" / "fixtures" / "meetergo"
+
+
+def meetergo_fixture(name: str) -> dict[str, Any]:
+    """A recorded meetergo delivery (tests/fixtures/meetergo/<name>.json)."""
+    return dict(json.loads((FIXTURES / f"{name}.json").read_text()))
+
+
+def check_webhook(stack: Stack, fixture: str | dict[str, Any], status: int) -> dict[str, Any]:
+    """Deliver a fixture (by name) or a body to the stack's webhook; assert the answer's status; its JSON."""
+    body = meetergo_fixture(fixture) if isinstance(fixture, str) else fixture
+    response = stack.deliver(body)
+    assert response.status_code == status, response.text
+    return dict(response.json()) if response.content else {}
 

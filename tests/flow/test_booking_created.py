@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.support import NEETOCAL_VERSIONS, Sims, Stack, assert_neetocal_calls_fit, neetocal_env
-
-FIXTURE = Path(__file__).parent.parent / "fixtures" / "meetergo" / "booking_created.json"
+from tests.support import (
+    NEETOCAL_VERSIONS,
+    Sims,
+    Stack,
+    assert_neetocal_calls_fit,
+    meetergo_fixture,
+    neetocal_env,
+)
 
 
 def documented_example(days_ahead: int = 10) -> dict:
     """The documented booking_created example, moved into the future (same local time, same offset)."""
-    body = json.loads(FIXTURE.read_text())
+    body = meetergo_fixture("booking_created")
     start = datetime.fromisoformat(body["start"])
     future = (datetime.now(UTC) + timedelta(days=days_ahead)).date()
     shift = datetime.combine(future, start.timetz()) - start

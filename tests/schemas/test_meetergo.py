@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from marshmallow import ValidationError
 
 from schemas.events import AppointmentEvent
 from schemas.meetergo import ALL_EVENT_TYPES, parse_delivery
-
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "meetergo"
-
-
-def load(name: str) -> dict:
-    return json.loads((FIXTURES / f"{name}.json").read_text())
+from tests.support import FIXTURES
+from tests.support import meetergo_fixture as load
 
 
 def test_every_event_type_has_a_fixture() -> None:

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
-from tests.support import WEBHOOK_TOKEN, Stack
-
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "meetergo"
-
-
-def fixture(name: str) -> dict:
-    return json.loads((FIXTURES / f"{name}.json").read_text())
+from tests.support import WEBHOOK_TOKEN, Stack, check_webhook
+from tests.support import meetergo_fixture as fixture
 
 
 def post(stack: Stack, body: bytes, *, token: str | None = WEBHOOK_TOKEN,
@@ -44,9 +38,7 @@ def snapshot(client: redis.Redis) -> dict[str, object]:
 
 
 def test_accepted_delivery_is_recorded_and_queued(web: Stack, redis_client: redis.Redis) -> None:
-    response = post(web, json.dumps(fixture("booking_created")).encode())
-    assert response.status_code == 202
-    assert response.json() == {"status": "accepted", "appointment_id": "appt-uuid-12345"}
+    assert check_webhook(web, "booking_created", 202) == {"status": "accepted", "appointment_id": "appt-uuid-12345"}
     assert redis_client.llen("meetbridge") == 1
     assert redis_client.hget("mb:appt:appt-uuid-12345", "status") == "pending"
 
