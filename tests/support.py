@@ -387,6 +387,13 @@ class SentinelCluster:
         return ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
 
     def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()  # a cluster that never came up leaves no servers behind
+            raise
+
+    def _start(self) -> None:
         import redis
 
         self.primary.start()
