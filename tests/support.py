@@ -290,12 +290,44 @@ def procfile() -> dict[str, str]:
     return read()
 
 
+_ports_handed_out: set[int] = set()
+
+
 def free_port() -> int:
+    """A port nothing listens on right now, and never one this process handed out before: a Sentinel cluster
+    picks all its ports before any of its servers binds one, and the kernel may offer a port it just offered."""
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _ports_handed_out:
+            _ports_handed_out.add(port)
+            return port
+
+
+def _serves(port: int, pid: int) -> bool:
+    """The process answering on `port` is `pid` (and not a server another test started on a port it was also
+    offered)."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    client = redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+    try:
+        return int(client.info("server")["process_id"]) == pid
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def _started(popen: subprocess.Popen[bytes], port: int) -> bool:
+    """Whether the server just spawned answers on `port`; False once it exited (the port was taken)."""
+    wait_until(lambda: popen.poll() is not None or _serves(port, popen.pid), timeout=10,
+               message=f"redis-server on {port} to answer or exit")
+    return popen.poll() is None
 
 
 class RedisServer:
@@ -316,31 +348,23 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        import redis
-
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.popen = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.appendfsync, "--save", "",
-             "--maxmemory-policy", "noeviction",
-             *(["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else [])],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        client = redis.Redis(port=self.port)
-
-        def answers() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-
-        wait_until(answers, timeout=10, message="redis-server to start")
-        client.close()
+        for _ in range(3):
+            self.popen = subprocess.Popen(
+                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+                 "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.appendfsync,
+                 "--save", "", "--maxmemory-policy", "noeviction",
+                 *(["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else [])],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            if _started(self.popen, self.port):
+                return
+            self.port = free_port()  # another process bound it first: this server exited
+        raise AssertionError("redis-server did not start on any of three ports")
 
     def stop(self) -> None:
         if self.popen and self.popen.poll() is None:
             self.popen.terminate()
             self.popen.wait(timeout=10)
-
 
     def signal(self, sig: int) -> None:
         assert self.popen is not None
@@ -364,20 +388,21 @@ class SentinelCluster:
         return ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
 
     def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()  # a cluster that never came up leaves no servers behind
+            raise
+
+    def _start(self) -> None:
         import redis
 
         self.primary.start()
         for replica in self.replicas:
+            replica.replica_of = self.primary.port  # the primary's port, had it to pick another one
             replica.start()
-        for n, port in enumerate(self.sentinel_ports):
-            config = self.directory / f"sentinel{n}.conf"
-            config.write_text(f"port {port}\nbind 127.0.0.1\nsentinel monitor {self.MASTER} 127.0.0.1 "
-                              f"{self.primary.port} 2\nsentinel down-after-milliseconds {self.MASTER} 1000\n"
-                              f"sentinel failover-timeout {self.MASTER} 4000\n"
-                              f"sentinel parallel-syncs {self.MASTER} 1\n")
-            self.sentinels.append(subprocess.Popen(["redis-server", str(config), "--sentinel"],
-                                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                                   start_new_session=True))
+        for n in range(len(self.sentinel_ports)):
+            self.sentinels.append(self._start_sentinel(n))
 
         def ready() -> bool:
             try:
@@ -390,6 +415,21 @@ class SentinelCluster:
                 return False
 
         wait_until(ready, timeout=30, message="replicas and sentinels to see each other")
+
+    def _start_sentinel(self, n: int) -> subprocess.Popen[bytes]:
+        for _ in range(3):
+            port = self.sentinel_ports[n]
+            config = self.directory / f"sentinel{n}.conf"
+            config.write_text(f"port {port}\nbind 127.0.0.1\nsentinel monitor {self.MASTER} 127.0.0.1 "
+                              f"{self.primary.port} 2\nsentinel down-after-milliseconds {self.MASTER} 1000\n"
+                              f"sentinel failover-timeout {self.MASTER} 4000\n"
+                              f"sentinel parallel-syncs {self.MASTER} 1\n")
+            popen = subprocess.Popen(["redis-server", str(config), "--sentinel"], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+            if _started(popen, port):
+                return popen
+            self.sentinel_ports[n] = free_port()  # another process bound it first: this sentinel exited
+        raise AssertionError("redis-server --sentinel did not start on any of three ports")
 
     def current_primary_port(self) -> int:
         import redis

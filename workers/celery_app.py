@@ -16,11 +16,14 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-import redis
 from celery import Celery, signals
 
 from meetbridge import logs
 from meetbridge.config import ConfigError, Settings, get_settings
+from workers.state.broker import (
+    popped_messages_survive_a_broken_connection,
+    sentinel_channel_fails_as_a_connection_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,32 +53,11 @@ def broker_url(settings: Settings) -> str:
 def sentinel_options(settings: Settings) -> dict[str, Any]:
     if not settings.redis_sentinels:
         return {}
-    _sentinel_channel_fails_as_a_connection_error()
+    sentinel_channel_fails_as_a_connection_error()
     options: dict[str, Any] = {"master_name": settings.redis_sentinel_master}
     if settings.redis_sentinel_password:
         options["sentinel_kwargs"] = {"password": settings.redis_sentinel_password}
     return options
-
-
-def _sentinel_channel_fails_as_a_connection_error() -> None:
-    """kombu's Sentinel channel, once a failover broke its connection, builds a new pool from the released
-    connection when a late ack or the at-close restore of unacknowledged messages needs one, and fails with an
-    AttributeError (`conninfo.hostname` of None). That is not a connection error, so Celery stops the worker for
-    good. Raised as the connection error it is, the ack is logged as failed and the message comes back from
-    Redis's unacked set after BROKER_VISIBILITY_TIMEOUT_SECONDS; the consumer reconnects to the new primary."""
-    from kombu.transport.redis import SentinelChannel
-
-    if getattr(SentinelChannel, "_meetbridge_patched", False):
-        return
-    connparams = SentinelChannel._connparams
-
-    def checked(self, asynchronous=False):  # type: ignore[no-untyped-def]
-        if self.connection is None or self.connection.client is None:
-            raise redis.ConnectionError("the broker connection was closed by a Redis failover")
-        return connparams(self, asynchronous=asynchronous)
-
-    SentinelChannel._connparams = checked
-    SentinelChannel._meetbridge_patched = True
 
 
 def _host(host: str) -> str:
@@ -90,6 +72,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
     if settings.meetergo_readback:
         schedule["reconcile-meetergo"] = {"task": RECONCILE, "schedule": settings.reconcile_seconds}
+    popped_messages_survive_a_broken_connection()
     return {
         "broker_url": broker_url(settings),
         "broker_transport_options": {

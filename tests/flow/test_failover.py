@@ -97,9 +97,6 @@ def test_readonly_makes_the_client_reconnect_instead_of_failing_the_delivery(mak
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("MEETBRIDGE_SENTINEL_TEST"),
-                    reason="opt-in (MEETBRIDGE_SENTINEL_TEST=1) until it is shown stable on a loaded machine "
-                           "(issue #15 stays open for it)")
 def test_web_worker_and_beat_follow_a_sentinel_failover_and_lose_nothing(make_stack, sims: Sims,
                                                                           tmp_path) -> None:
     cluster = SentinelCluster(tmp_path / "ha")
@@ -149,6 +146,9 @@ def test_web_worker_and_beat_follow_a_sentinel_failover_and_lose_nothing(make_st
         wait_until(lambda: sum(m["gets"] for m in sims.zoom_meetings()) > gets + 5, timeout=30,
                    message="beat's refreshes to go on after the failover")
         assert all(p.popen.poll() is None for p in stack.processes), "a process died during the failover"
+        # The worker followed the failover itself: it lost its broker connection and made a new one.
+        worker_log = stack.processes[0].log()
+        assert "Connection to broker lost" in worker_log and worker_log.count("Connected to sentinel://") >= 2
         doctor = subprocess.run([sys.executable, "-m", "meetbridge.cli", "doctor"], cwd=ROOT, capture_output=True,
                                 text=True, timeout=60, env={**os.environ, **stack.env})
         assert (f"[ok  ] Redis topology: primary 127.0.0.1:{cluster.current_primary_port()} (mymaster), "
