@@ -236,21 +236,24 @@ def neetocal_template(services: Services) -> Check:
 
 
 def _join_url_dropped(services: Services) -> Check:
-    count, recent = services.store.join_url_dropped()
-    if not count:
-        return Check("NeetoCal join URL", "ok", "every NeetoCal booking checked carries the join URL")
-    return Check("NeetoCal join URL", "fail",
-                 f"{count} appointment(s) (e.g. {', '.join(recent)}): "
-                 + join_url_dropped_warning(services.settings.neetocal_join_url_field))
+    return _flagged("NeetoCal join URL", services.store.join_url_dropped(), "fail",
+                    ok="every NeetoCal booking checked carries the join URL",
+                    problem=lambda count, recent: f"{count} appointment(s) (e.g. {recent}): "
+                    + join_url_dropped_warning(services.settings.neetocal_join_url_field))
 
 
 def _neetocal_refused(services: Services) -> Check:
-    count, recent = services.store.neetocal_refused()
-    if not count:
-        return Check("NeetoCal bookings", "ok", "NeetoCal accepted every booking")
-    return Check("NeetoCal bookings", "warn",
-                 f"NeetoCal refused a booking of {count} appointment(s) (e.g. {', '.join(recent)}); each has its "
-                 "Zoom meeting, and its `warning` in the admin API gives NeetoCal's reason")
+    return _flagged("NeetoCal bookings", services.store.neetocal_refused(), "warn",
+                    ok="NeetoCal accepted every booking",
+                    problem=lambda count, recent: f"NeetoCal refused a booking of {count} appointment(s) (e.g. "
+                    f"{recent}); each has its Zoom meeting, and its `warning` in the admin API gives NeetoCal's reason")
+
+
+def _flagged(name: str, found: tuple[int, list[str]], level: str, *, ok: str,
+             problem: Callable[[int, str], str]) -> Check:
+    """A check on a set of flagged appointments (how many, and the latest few)."""
+    count, recent = found
+    return Check(name, level, problem(count, ", ".join(recent))) if count else Check(name, "ok", ok)
 
 
 def _meetergo(services: Services) -> str:
