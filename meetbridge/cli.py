@@ -24,8 +24,8 @@ def _settings() -> Settings:
 
 
 def _services() -> Any:
-    from workers.services import build_services
     from workers.state.server import ServerView
+    from workers.wiring import build_services
 
     services = build_services(_settings())
     try:
@@ -45,7 +45,7 @@ def main() -> None:
 @click.argument("appointment_id")
 def status(appointment_id: str) -> None:
     """Show what the service knows about one appointment (as the admin API does)."""
-    from workers.operations import appointment_view
+    from workers.admin import appointment_view
 
     view = appointment_view(_services(), appointment_id)
     if view is None:
@@ -58,7 +58,7 @@ def status(appointment_id: str) -> None:
               type=click.Choice(["pending", "synced", "cancelled", "skipped", "failed", "waiting"]))
 def list_appointments(wanted: str) -> None:
     """List appointment ids with a status (failed: the dead-letter set)."""
-    from workers.operations import appointments_with_status
+    from workers.admin import appointments_with_status
 
     services = _services()
     count = 0
@@ -75,7 +75,7 @@ def list_appointments(wanted: str) -> None:
 @click.option("--failed", is_flag=True, help="Replay every appointment in the dead-letter set.")
 def replay(appointment_ids: tuple[str, ...], failed: bool) -> None:
     """Run the sync again for appointments (safe to repeat)."""
-    from workers.operations import replay as replay_one
+    from workers.admin import replay as replay_one
 
     services = _services()
     ids = list(appointment_ids) + (services.store.dead_letters() if failed else [])
@@ -115,7 +115,7 @@ def refresh(appointment_id: str) -> None:
 @click.option("--revoke", is_flag=True, help="Make the current link stop working; its next link is new.")
 def host_link_command(appointment_id: str, revoke: bool) -> None:
     """Print an appointment's current host link (a host credential: hand it to the host alone)."""
-    from workers.operations import host_link_for, revoke_host_link
+    from workers.admin import host_link_for, revoke_host_link
 
     services = _services()
     record = services.store.load(appointment_id)

@@ -19,7 +19,7 @@ from meetbridge.config import GENERATE_HINT, Settings
 from meetbridge.doctor import Check, _api, _meetergo, _neetocal, _zoom, neetocal_template, zoom_scopes
 from meetbridge.logs import mask_url, redact
 from workers.clients.errors import APIError, AuthError, MeetbridgeError
-from workers.services import Services
+from workers.wiring import Services
 
 WEBHOOK_PATH = "/webhooks/meetergo"
 # What the service acts on; meetergo's other types (new_employee, form_submission) would only be ignored.

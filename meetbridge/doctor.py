@@ -14,9 +14,9 @@ from workers.clients.errors import AuthError, MeetbridgeError, NotFound
 from workers.clients.neetocal import join_url_dropped_warning
 from workers.clients.zoom import missing_scopes
 from workers.queue import QUEUE
-from workers.services import Services, build_services
 from workers.state import KEYS
 from workers.state.server import ServerView
+from workers.wiring import Services, build_services
 
 
 @dataclass(frozen=True)

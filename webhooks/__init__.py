@@ -15,8 +15,8 @@ from werkzeug.exceptions import HTTPException
 
 from meetbridge import logs
 from meetbridge.config import MAX_WEBHOOK_BODY_BYTES, Settings, get_settings
-from workers.services import Services, build_services
 from workers.state.server import require_safe_redis
+from workers.wiring import Services, build_services
 
 EXTENSION = "meetbridge"
 

@@ -8,8 +8,8 @@ from typing import Any
 from flask import Blueprint, abort, jsonify, request
 
 from webhooks import services
+from workers.admin import appointment_view, replay
 from workers.host_pages import HostPages, normalize_email
-from workers.operations import appointment_view, replay
 
 bp = Blueprint("admin", __name__, url_prefix="/api")
 

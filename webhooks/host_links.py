@@ -15,7 +15,7 @@ from typing import Any
 from flask import Blueprint, current_app, redirect, render_template
 
 from webhooks import services
-from workers.host_links import PATH_PREFIX, LinkRefused, check_still_open, is_zoom_start_url, read_claims
+from workers.host_link_tokens import PATH_PREFIX, LinkRefused, check_still_open, is_zoom_start_url, read_claims
 from workers.queue import queue_syncs
 from workers.state import AppointmentRecord
 

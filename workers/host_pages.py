@@ -29,9 +29,9 @@ from itsdangerous import BadData, URLSafeSerializer
 
 from meetbridge.config import Settings
 from workers.desired import Desired
-from workers.services import Services
 from workers.state import AppointmentRecord
 from workers.state.host_index import HostIndex
+from workers.wiring import Services
 
 PATH_PREFIX = "/hosts"
 CALENDAR_FILE = "calendar.ics"
@@ -263,7 +263,7 @@ class HostPages:
     # --- read by the page and the feed -------------------------------------------------------------------
     def meetings(self, email: str, now: float | None = None) -> list[HostMeeting]:
         """The host's meetings still in the index (upcoming ones and recently cancelled ones), by start."""
-        from workers.operations import host_link_for  # operations → tasks → sync → this module
+        from workers.admin import host_link_for  # operations → tasks → sync → this module
 
         now = time.time() if now is None else now
         email = normalize_email(email)

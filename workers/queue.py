@@ -26,8 +26,8 @@ from workers.celery_app import QUEUE, SYNC
 from workers.celery_app import app as celery_app
 
 if TYPE_CHECKING:
-    from workers.services import Services
     from workers.state import Store
+    from workers.wiring import Services
 
 
 def task_message(app: Celery, task_name: str, args: tuple[Any, ...], queue: str = QUEUE) -> str:

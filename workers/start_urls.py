@@ -19,8 +19,8 @@ from meetbridge.config import Settings
 from schemas.zoom import ZoomMeeting
 from workers.clients.errors import NotFound
 from workers.limits import lock_seconds
-from workers.services import Services
 from workers.state import AppointmentBusy, AppointmentRecord
+from workers.wiring import Services
 
 log = logging.getLogger(__name__)
 

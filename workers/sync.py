@@ -25,11 +25,11 @@ from workers.clients.errors import CannotSync, NotFound, ValidationFailed
 from workers.clients.neetocal import join_url_dropped_warning
 from workers.desired import Desired, answering, fold, needs_confirmation
 from workers.host_pages import HostPages
-from workers.readback import read_back
-from workers.services import Services
+from workers.reconciliation import read_back
 from workers.start_urls import StartUrls
 from workers.state import AppointmentRecord, Lease
 from workers.state.caches import LinkCache
+from workers.wiring import Services
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

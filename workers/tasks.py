@@ -24,12 +24,12 @@ from workers.clients.errors import MeetbridgeError, WaitsUntil
 from workers.desired import snapshot
 from workers.limits import lock_seconds
 from workers.queue import enqueue_many, queue_syncs
-from workers.readback import reconcile as reconcile_with_meetergo
-from workers.services import Services, get_services
+from workers.reconciliation import reconcile as reconcile_with_meetergo
 from workers.start_urls import StartUrls, claim_lease, ends_at
 from workers.state import KEYS, AppointmentBusy, AppointmentRecord
 from workers.state.caches import only_one
 from workers.sync import AppointmentSync, retain
+from workers.wiring import Services, get_services
 
 log = logging.getLogger(__name__)
 

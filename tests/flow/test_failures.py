@@ -10,9 +10,9 @@ import redis
 from sandbox import meetergo as meetergo_sim
 from schemas.meetergo import parse_delivery
 from tests.support import ADMIN_TOKEN, Sims, Stack, appointment, cancelled_payload, wait_until
-from workers.services import build_services
 from workers.state import KEYS
 from workers.tasks import run_sync
+from workers.wiring import build_services
 
 
 def replay(stack: Stack, appointment_id: str) -> int:

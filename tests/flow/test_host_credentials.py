@@ -124,7 +124,7 @@ def test_an_expired_link_is_gone(make_stack, redis_client: redis.Redis) -> None:
 
 
 def test_a_signed_expiry_holds_even_when_the_record_says_the_meeting_is_later(make_stack) -> None:
-    from workers.host_links import host_link
+    from workers.host_link_tokens import host_link
     from workers.state import AppointmentRecord
 
     stack = make_stack(HOST_LINK_GRACE_SECONDS=0)

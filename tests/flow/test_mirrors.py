@@ -23,8 +23,8 @@ from tests.support import (
     run_doctor,
     wait_until,
 )
-from workers.services import build_services
 from workers.state import KEYS
+from workers.wiring import build_services
 
 API_KEY = "sandbox-meetergo-key"
 GROUP = [

@@ -18,9 +18,9 @@ from tests.support import (
     neetocal_env,
     wait_until,
 )
-from workers.readback import reconcile
-from workers.services import build_services
+from workers.reconciliation import reconcile
 from workers.tasks import queue_syncs
+from workers.wiring import build_services
 
 API_KEY = "sandbox-meetergo-key"
 

@@ -11,9 +11,9 @@ import redis
 
 from sandbox import meetergo as meetergo_sim
 from tests.support import Sims, Stack, appointment, cancelled_payload, future_start, moved, wait_until
-from workers.services import build_services
 from workers.state import KEYS
 from workers.tasks import refresh_one
+from workers.wiring import build_services
 
 
 def synced(stack: Stack) -> str:

@@ -13,9 +13,9 @@ import redis
 
 from sandbox import meetergo as meetergo_sim
 from tests.support import RedisServer, Sims, Stack, appointment, future_start, moved, wait_until
-from workers.readback import reconcile
-from workers.services import build_services
+from workers.reconciliation import reconcile
 from workers.state import KEYS
+from workers.wiring import build_services
 
 
 def host(n: int) -> dict[str, Any]:

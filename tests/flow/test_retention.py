@@ -10,9 +10,9 @@ import redis
 
 from sandbox import meetergo as meetergo_sim
 from tests.support import Stack, appointment, cancelled_payload, moved, wait_until
-from workers.services import build_services
 from workers.state import KEYS
 from workers.tasks import sweep_schedules
+from workers.wiring import build_services
 
 SHARED_SETS = (KEYS.appointments, KEYS.dead_letter, KEYS.pending, KEYS.refresh_schedule, KEYS.deferred_schedule,
                KEYS.ended_schedule, KEYS.forget_schedule)

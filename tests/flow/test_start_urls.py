@@ -66,7 +66,7 @@ def test_tampered_host_links_are_refused(stack: Stack) -> None:
 
 
 def test_host_link_of_an_unknown_appointment_is_404(stack: Stack) -> None:
-    from workers.host_links import host_link
+    from workers.host_link_tokens import host_link
     from workers.state import AppointmentRecord
 
     never_seen = AppointmentRecord("never-seen", zoom_meeting_id=1, zoom_host="john@example.com",

@@ -67,8 +67,8 @@ def test_a_refresh_wave_stays_inside_the_per_second_budget(make_stack, sims: Sim
     for appointment_id in ids:
         redis_client.zadd(KEYS.refresh_schedule, {appointment_id: time.time() - 1})
         redis_client.hset(KEYS.appointment(appointment_id), "zoom_start_url_expires_at", time.time() + 60)
-    from workers.services import build_services
     from workers.tasks import sweep_schedules
+    from workers.wiring import build_services
 
     refreshes, _ = sweep_schedules(build_services(stack.settings))
     assert refreshes == 20

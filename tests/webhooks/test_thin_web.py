@@ -13,7 +13,7 @@ import redis
 from tests.support import ADMIN_TOKEN, REDIS_URL, ROOT, SECRET_KEY, WEBHOOK_TOKEN
 
 # Modules the web process must not load: the Celery worker graph, the sync, reconciliation, every API client.
-WORKER_SIDE = ("workers.tasks", "workers.sync", "workers.readback", "workers.start_urls", "workers.limits",
+WORKER_SIDE = ("workers.tasks", "workers.sync", "workers.reconciliation", "workers.start_urls", "workers.limits",
                "workers.clients")
 
 # Run in a fresh interpreter: pytest's own process has imported everything already. Creates the app as gunicorn

@@ -21,8 +21,8 @@ from workers.clients.errors import (
     RateLimited,
     ValidationFailed,
 )
-from workers.services import Services, build_services
 from workers.state import KEYS
+from workers.wiring import Services, build_services
 
 ID = "appt-policy"
 

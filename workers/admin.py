@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from meetbridge.config import Settings
-from workers.host_links import host_link
+from workers.host_link_tokens import host_link
 from workers.queue import queue_syncs
-from workers.services import Services
 from workers.state import AppointmentRecord
+from workers.wiring import Services
 
 
 def appointment_view(services: Services, appointment_id: str) -> dict[str, Any] | None:

@@ -18,8 +18,8 @@ from schemas.events import AppointmentEvent, Host
 from schemas.meetergo import ReadbackSchema, readback_event
 from workers.clients.errors import MeetbridgeError, NotFound
 from workers.desired import fold
-from workers.services import Services
 from workers.state.caches import UsersCache
+from workers.wiring import Services
 
 log = logging.getLogger(__name__)
 
