@@ -556,9 +556,15 @@ class AppointmentSync:
         return apply(), False
 
     def save(self, **values: Any) -> None:
-        self.lease.extend()
-        self.store.update(self.appointment_id, **values)
-        for name, value in values.items():
+        """Write what changed of the record (nothing when nothing did), under the lock, in one round trip."""
+        changed = {name: value for name, value in values.items() if getattr(self.record, name) != value}
+        if not changed:
+            # Progress all the same: keep the lock from lapsing in a long run of calls that change nothing.
+            if time.monotonic() - self.lease.extended_at > self.lease.ttl_ms / 3000:
+                self.lease.extend()
+            return
+        self.store.update_held(self.appointment_id, self.lease, **changed)
+        for name, value in changed.items():
             setattr(self.record, name, value)
 
     def note(self, event: str, detail: str) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import redis
 
 from schemas.events import AppointmentEvent
-from workers.state import KEYS, Store
+from workers.state import KEYS, AppointmentBusy, Store
 
 
 def test_each_kind_of_key_has_its_own_namespace() -> None:
@@ -51,3 +52,14 @@ def test_the_intake_numbers_each_appointments_events_in_the_order_it_records_the
     store.add_event(AppointmentEvent(kind="readback", appointment_id="a1", occurred_at=at))
     seqs = {event.start.hour if event.start else None: event.seq for event in store.events("a1")}
     assert seqs == {11: 1, 14: 2, None: 3}
+
+
+def test_a_record_is_written_only_by_the_holder_of_its_lock(redis_client: redis.Redis) -> None:
+    store = Store(redis_client)
+    with store.lock("a1", 30) as lease:
+        store.update_held("a1", lease, status="synced", error=None)
+        assert redis_client.hget(KEYS.appointment("a1"), "status") == "synced"
+        redis_client.set(KEYS.lock("a1"), "another worker's token")
+        with pytest.raises(AppointmentBusy):
+            store.update_held("a1", lease, status="failed")
+        assert redis_client.hget(KEYS.appointment("a1"), "status") == "synced"

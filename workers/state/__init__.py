@@ -220,6 +220,18 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[
 return 0
 """
 
+# Writes fields of a record only while the writer still holds the appointment's lock, extending it: one round
+# trip for what would be a lock check, a MULTI, HSET, HDEL and EXEC. ARGV: token, lock ms, number of pairs to set,
+# the pairs, then the fields to delete.
+_UPDATE_HELD = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+local pairs = tonumber(ARGV[3])
+if pairs > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 4, 3 + 2 * pairs)) end
+if #ARGV > 3 + 2 * pairs then redis.call('HDEL', KEYS[1], unpack(ARGV, 4 + 2 * pairs)) end
+return 1
+"""
+
 # Takes what is due and pushes each item's score one lease ahead, so that a concurrent sweep does not take
 # it too. Cost grows with the number of due items, not with the size of the schedule.
 _CLAIM_DUE = """
@@ -380,6 +392,7 @@ class Store:
         self._stale_pending = client.register_script(_STALE_PENDING)
         self._release_lock = client.register_script(_RELEASE_LOCK)
         self._extend_lock = client.register_script(_EXTEND_LOCK)
+        self._update_held = client.register_script(_UPDATE_HELD)
 
     # --- the webhook's one write -------------------------------------------------------------------------
     def record_delivery(self, event: AppointmentEvent, task_message: str, queue: str, history: str) -> bool:
@@ -482,6 +495,17 @@ class Store:
             if to_delete:
                 pipe.hdel(self.keys.appointment(appointment_id), *to_delete)
             pipe.execute()
+
+    def update_held(self, appointment_id: str, lease: Lease, **values: Any) -> None:
+        """`update`, by the holder of the appointment's lock only (and extending it), in one round trip; raises
+        AppointmentBusy if the lock was lost, writing nothing."""
+        to_set = {k: str(v) for k, v in values.items() if v is not None}
+        to_set["updated_at"] = now_iso()
+        to_delete = [k for k, v in values.items() if v is None]
+        args = [lease.token, lease.ttl_ms, len(to_set), *(x for pair in to_set.items() for x in pair), *to_delete]
+        if not self._update_held(keys=[self.keys.appointment(appointment_id), lease.key], args=args):
+            raise AppointmentBusy(f"lost the lock {lease.key}")
+        lease.extended_at = time.monotonic()
 
     def note(self, appointment_id: str, event: str, detail: str = "") -> None:
         entry = json.dumps({"at": now_iso(), "event": event, "detail": detail})
@@ -642,10 +666,12 @@ class Lease:
         self.key = key
         self.token = secrets.token_hex(8)
         self.ttl_ms = int(ttl_seconds * 1000)
+        self.extended_at = time.monotonic()  # when the lock was last taken or extended
 
     def extend(self) -> None:
         if not self.store._extend_lock(keys=[self.key], args=[self.token, self.ttl_ms]):
             raise AppointmentBusy(f"lost the lock {self.key}")
+        self.extended_at = time.monotonic()
 
 
 def metric_field(name: str, **labels: str) -> str:
