@@ -8,12 +8,15 @@ contract (CONTRACT.md) are kept exactly; the extra knobs below it have safe defa
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 MAX_WEBHOOK_BODY_BYTES = 256 * 1024
+
+N = TypeVar("N", int, float)
 
 # Zoom's per-second limits by account plan (developers.zoom.us/docs/api/rate-limits/).
 ZOOM_PLAN_RATES: dict[str, tuple[float, float]] = {
@@ -122,8 +125,9 @@ class Settings:
     # Beyond the contract.
     zoom_custcreate_hosts: frozenset[str] = field(default_factory=frozenset)
     zoom_plan: str = "pro"
-    zoom_light_per_second: float = 30
-    zoom_medium_per_second: float = 20
+    # The plan's rates unless ZOOM_LIGHT_PER_SECOND / ZOOM_MEDIUM_PER_SECOND say otherwise.
+    zoom_light_per_second: float = ZOOM_PLAN_RATES[zoom_plan][0]
+    zoom_medium_per_second: float = ZOOM_PLAN_RATES[zoom_plan][1]
     zoom_host_daily_limit: int = 100
     zoom_cancel_reminder: bool = False
     meetergo_requests_per_minute: float = 100
@@ -146,8 +150,8 @@ class Settings:
         secret or a stale variable."""
         env = os.environ if environ is None else environ
         reader = _Reader(env)
-        port = reader.int("PORT", 8000)
-        plan = reader.str("ZOOM_PLAN", "pro").lower()
+        port = reader.int("PORT", cls.port)
+        plan = reader.str("ZOOM_PLAN", cls.zoom_plan).lower()
         if plan not in ZOOM_PLAN_RATES:
             raise ConfigError(f"ZOOM_PLAN must be one of {', '.join(ZOOM_PLAN_RATES)}; got {plan!r}")
         light, medium = ZOOM_PLAN_RATES[plan]
@@ -157,7 +161,7 @@ class Settings:
             redis_sentinels=reader.addresses("REDIS_SENTINELS"),
             redis_sentinel_master=reader.str("REDIS_SENTINEL_MASTER", cls.redis_sentinel_master),
             redis_sentinel_password=reader.optional("REDIS_SENTINEL_PASSWORD"),
-            redis_min_replicas_ack=reader.int("REDIS_MIN_REPLICAS_ACK", 0, minimum=0),
+            redis_min_replicas_ack=reader.int("REDIS_MIN_REPLICAS_ACK", cls.redis_min_replicas_ack, minimum=0),
             webhook_tokens=reader.list("MEETERGO_WEBHOOK_TOKENS"),
             meetergo_api_url=reader.url("MEETERGO_API_URL", cls.meetergo_api_url),
             meetergo_api_key=reader.optional("MEETERGO_API_KEY"),
@@ -175,33 +179,38 @@ class Settings:
             secret_key=reader.optional("SECRET_KEY"),
             secret_key_fallbacks=reader.list("SECRET_KEY_FALLBACKS"),
             admin_token=reader.optional("ADMIN_TOKEN"),
-            zoom_start_url_ttl_seconds=reader.int("ZOOM_START_URL_TTL_SECONDS", 7200, minimum=1),
-            start_url_refresh_lead_seconds=reader.int("START_URL_REFRESH_LEAD_SECONDS", 900, minimum=0),
-            refresh_sweep_seconds=reader.float("REFRESH_SWEEP_SECONDS", 60, minimum=0.1),
-            reconcile_seconds=reader.float("RECONCILE_SECONDS", 900, minimum=1),
-            host_link_grace_seconds=reader.int("HOST_LINK_GRACE_SECONDS", 86400, minimum=0),
+            zoom_start_url_ttl_seconds=reader.int("ZOOM_START_URL_TTL_SECONDS", cls.zoom_start_url_ttl_seconds,
+                                                  minimum=1),
+            start_url_refresh_lead_seconds=reader.int(
+                "START_URL_REFRESH_LEAD_SECONDS", cls.start_url_refresh_lead_seconds, minimum=0),
+            refresh_sweep_seconds=reader.float("REFRESH_SWEEP_SECONDS", cls.refresh_sweep_seconds, minimum=0.1),
+            reconcile_seconds=reader.float("RECONCILE_SECONDS", cls.reconcile_seconds, minimum=1),
+            host_link_grace_seconds=reader.int("HOST_LINK_GRACE_SECONDS", cls.host_link_grace_seconds, minimum=0),
             zoom_channels=frozenset(c.lower() for c in reader.list("ZOOM_CHANNELS")) or cls.zoom_channels,
-            retention_days=reader.float("RETENTION_DAYS", 30, minimum=0),
+            retention_days=reader.float("RETENTION_DAYS", cls.retention_days, minimum=0),
             metrics_token=reader.optional("METRICS_TOKEN"),
             metrics_port=reader.optional_int("METRICS_PORT"),
-            meetbridge_env=reader.choice("MEETBRIDGE_ENV", "production", ENVIRONMENTS),
+            meetbridge_env=reader.choice("MEETBRIDGE_ENV", cls.meetbridge_env, ENVIRONMENTS),
             bind=reader.str("BIND", cls.bind),
             zoom_custcreate_hosts=frozenset(e.lower() for e in reader.list("ZOOM_CUSTCREATE_HOSTS")),
             zoom_plan=plan,
             zoom_light_per_second=reader.float("ZOOM_LIGHT_PER_SECOND", light, minimum=0.1),
             zoom_medium_per_second=reader.float("ZOOM_MEDIUM_PER_SECOND", medium, minimum=0.1),
-            zoom_host_daily_limit=reader.int("ZOOM_HOST_DAILY_LIMIT", 100, minimum=1),
-            zoom_cancel_reminder=reader.bool("ZOOM_CANCEL_REMINDER", False),
-            meetergo_requests_per_minute=reader.float("MEETERGO_REQUESTS_PER_MINUTE", 100, minimum=1),
-            http_timeout_seconds=reader.float("HTTP_TIMEOUT_SECONDS", 10, minimum=0.1),
-            sync_max_retries=reader.int("SYNC_MAX_RETRIES", 8, minimum=0),
-            retry_max_delay_seconds=reader.float("RETRY_MAX_DELAY_SECONDS", 300, minimum=1),
-            broker_visibility_timeout_seconds=reader.int("BROKER_VISIBILITY_TIMEOUT_SECONDS", 30, minimum=3),
-            host_link_min_validity_seconds=reader.int("HOST_LINK_MIN_VALIDITY_SECONDS", 300, minimum=0),
+            zoom_host_daily_limit=reader.int("ZOOM_HOST_DAILY_LIMIT", cls.zoom_host_daily_limit, minimum=1),
+            zoom_cancel_reminder=reader.bool("ZOOM_CANCEL_REMINDER", cls.zoom_cancel_reminder),
+            meetergo_requests_per_minute=reader.float("MEETERGO_REQUESTS_PER_MINUTE", cls.meetergo_requests_per_minute,
+                                                      minimum=1),
+            http_timeout_seconds=reader.float("HTTP_TIMEOUT_SECONDS", cls.http_timeout_seconds, minimum=0.1),
+            sync_max_retries=reader.int("SYNC_MAX_RETRIES", cls.sync_max_retries, minimum=0),
+            retry_max_delay_seconds=reader.float("RETRY_MAX_DELAY_SECONDS", cls.retry_max_delay_seconds, minimum=1),
+            broker_visibility_timeout_seconds=reader.int(
+                "BROKER_VISIBILITY_TIMEOUT_SECONDS", cls.broker_visibility_timeout_seconds, minimum=3),
+            host_link_min_validity_seconds=reader.int(
+                "HOST_LINK_MIN_VALIDITY_SECONDS", cls.host_link_min_validity_seconds, minimum=0),
             zoom_start_url_domains=tuple(d.lower().strip(".") for d in reader.list("ZOOM_START_URL_DOMAINS"))
             or cls.zoom_start_url_domains,
-            log_level=reader.str("LOG_LEVEL", "INFO").upper(),
-            log_format=reader.str("LOG_FORMAT", "json").lower(),
+            log_level=reader.str("LOG_LEVEL", cls.log_level).upper(),
+            log_format=reader.str("LOG_FORMAT", cls.log_format).lower(),
             stale_variables=tuple(name for name in STALE_VARIABLES if reader.optional(name)),
         )
         if settings.redis_sentinels and settings.redis_url.startswith("rediss://"):
@@ -346,23 +355,19 @@ class _Reader:
         return value
 
     def int(self, name: str, default: int, minimum: int | None = None) -> int:
-        raw = self.optional(name)
-        if raw is None:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ConfigError(f"{name} must be a whole number; got {raw!r}") from None
-        return self._check_minimum(name, value, minimum)
+        return self._number(name, default, minimum, int, "a whole number")
 
     def float(self, name: str, default: float, minimum: float | None = None) -> float:
+        return self._number(name, default, minimum, float, "a number")
+
+    def _number(self, name: str, default: N, minimum: N | None, parse: Callable[[str], N], kind: str) -> N:
         raw = self.optional(name)
         if raw is None:
             return default
         try:
-            value = float(raw)
+            value = parse(raw)
         except ValueError:
-            raise ConfigError(f"{name} must be a number; got {raw!r}") from None
+            raise ConfigError(f"{name} must be {kind}; got {raw!r}") from None
         return self._check_minimum(name, value, minimum)
 
     def bool(self, name: str, default: bool) -> bool:

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from marshmallow import EXCLUDE, Schema, fields, post_load
 from marshmallow.validate import Length
 
-ZOOM_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # UTC with Z: numeric offsets are not documented for Zoom
+from schemas.times import utc_seconds
+
 SCHEDULED_MEETING = 2
 TOPIC_LIMIT = 200
 AGENDA_LIMIT = 2000
 
 
 def zoom_time(value: datetime) -> str:
-    return value.astimezone(UTC).strftime(ZOOM_TIME_FORMAT)
+    """UTC with Z: numeric offsets are not documented for Zoom."""
+    return utc_seconds(value)
 
 
 def agenda_marker(appointment_id: str) -> str:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import secrets
 import time
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any, NamedTuple
 
 from flask import Blueprint, Response, current_app, render_template
 
+from schemas.times import utc_seconds
 from webhooks import services
 from workers.host_pages import CALENDAR_FILE, PATH_PREFIX, HostMeeting, HostPages, calendar_feed
 
@@ -81,8 +82,8 @@ def _shown(meeting: HostMeeting, now: float) -> Shown:
     start, end = meeting.start.astimezone(UTC), meeting.end.astimezone(UTC)
     return Shown(
         id=meeting.appointment_id,
-        start=_iso(start),
-        end=_iso(end),
+        start=utc_seconds(start),
+        end=utc_seconds(end),
         # Shown until the browser rewrites it in the viewer's own zone (and when scripts are off).
         fallback=f"{start:%a %d %b %Y, %H:%M}–{end:%H:%M} UTC",
         attendee=meeting.attendee,
@@ -93,5 +94,3 @@ def _shown(meeting: HostMeeting, now: float) -> Shown:
     )
 
 
-def _iso(moment: datetime) -> str:
-    return moment.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 from meetbridge.config import Settings
+from schemas.times import epoch_utc_seconds
 from workers.host_link_tokens import host_link
 from workers.queue import queue_syncs
 from workers.state import AppointmentRecord
@@ -94,6 +94,4 @@ def appointments_with_status(services: Services, status: str, batch: int = 500) 
 
 
 def utc_iso(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return None if epoch is None else epoch_utc_seconds(epoch)

@@ -28,6 +28,7 @@ from icalendar import Calendar, Event
 from itsdangerous import BadData, URLSafeSerializer
 
 from meetbridge.config import Settings
+from schemas.times import epoch_utc_seconds, parse_utc, utc_seconds
 from workers.desired import Desired
 from workers.state import AppointmentRecord
 from workers.state.host_index import HostIndex
@@ -134,7 +135,7 @@ def page_change(desired: Desired, record: AppointmentRecord, outcome: str, now: 
     end = desired.end or _parse(record.page_end)
     if host is None or start is None or end is None:
         return None
-    start_iso, end_iso = _utc_iso(start), _utc_iso(end)
+    start_iso, end_iso = utc_seconds(start), utc_seconds(end)
     status = CANCELLED if cancelled else CONFIRMED
     sequence = record.page_sequence or 0
     seen = record.page_start is not None
@@ -154,7 +155,7 @@ def page_change(desired: Desired, record: AppointmentRecord, outcome: str, now: 
         "page_meeting_type": kind or record.page_meeting_type or "Appointment",
     }
     changed = any(_text(getattr(record, name)) != value for name, value in fields.items())
-    fields["page_updated"] = (_utc_iso(datetime.fromtimestamp(now, UTC)) if changed or not record.page_updated
+    fields["page_updated"] = (epoch_utc_seconds(now) if changed or not record.page_updated
                               else record.page_updated)
     end_epoch = end.timestamp()
     kept = max(end_epoch, now + CANCELLED_KEPT_SECONDS)
@@ -315,18 +316,13 @@ class HostPages:
 
 
 def _parse(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return parse_utc(value) if value else None
 
 
 def _text(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def _utc_iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _duration(delta: timedelta) -> str:

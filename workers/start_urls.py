@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
 
 from meetbridge.config import Settings
+from schemas.times import epoch_of, parse_utc
 from schemas.zoom import ZoomMeeting
 from workers.clients.errors import NotFound
 from workers.limits import lock_seconds
@@ -53,7 +54,7 @@ def claim_lease(settings: Settings) -> float:
 
 
 def ends_at(record: AppointmentRecord) -> float | None:
-    return datetime.fromisoformat(record.ends_at).timestamp() if record.ends_at else None
+    return epoch_of(record.ends_at)
 
 
 def drift(record: AppointmentRecord, meeting: ZoomMeeting) -> str | None:
@@ -69,7 +70,7 @@ def drift(record: AppointmentRecord, meeting: ZoomMeeting) -> str | None:
 
 
 def _utc(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+    return parse_utc(value).astimezone(UTC)
 
 
 class StartUrls:

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from schemas.events import Attendee
 from schemas.neetocal import Booking, BookingRequest, Link, LinkSpec
+from schemas.times import epoch_of, parse_utc
 from schemas.zoom import TOPIC_LIMIT, MeetingSpec, ZoomMeeting, agenda_marker, one_line, zoom_time
 from workers.clients.errors import CannotSync, NotFound, ValidationFailed
 from workers.clients.neetocal import join_url_dropped_warning
@@ -132,7 +133,7 @@ class AppointmentSync:
         self.store.clear_failure(self.appointment_id)
         self.store.note(self.appointment_id, outcome)
         # Last: every write above may create a key, and each must carry the expiry.
-        retain(self.services, self.appointment_id, _epoch(self.record.ends_at), cancelled=desired.cancelled)
+        retain(self.services, self.appointment_id, epoch_of(self.record.ends_at), cancelled=desired.cancelled)
         return outcome
 
     # --- what the appointment is now ---------------------------------------------------------------------
@@ -207,7 +208,7 @@ class AppointmentSync:
             self.note("zoom_meeting_updated", f"meeting {meeting_id} now starts {zoom_time(spec.start_time)}")
             if self.record.zoom_start_url_expires_at:  # the refresh schedule follows the meeting
                 self.start_urls.schedule(self.appointment_id, self.record.zoom_start_url_expires_at,
-                                         _epoch(self.record.ends_at))
+                                         epoch_of(self.record.ends_at))
         if drift:
             self.save(zoom_drift=None)
             self.note("zoom_drift_healed", f"the Zoom meeting was {'made again' if drift == 'gone' else 'put back'}")
@@ -220,7 +221,7 @@ class AppointmentSync:
         assert desired.meeting_link is not None
         if self.record.zoom_meeting_id and self.record.zoom_meeting_id != meeting_id and not self.record.zoom_owner:
             self.delete_zoom("meetergo made its own Zoom meeting for the appointment")
-        ends_at = _epoch(desired.end.isoformat()) if desired.end else None
+        ends_at = desired.end.timestamp() if desired.end else None
         fetched_at = time.time()
         try:
             meeting = self.services.zoom.get_meeting(meeting_id)
@@ -272,7 +273,7 @@ class AppointmentSync:
             zoom_alt_hosts=meeting.alternative_hosts or "",
             zoom_create_pending=None,
         )
-        self.start_urls.save(self.appointment_id, meeting, host, fetched_at, _epoch(self.record.ends_at))
+        self.start_urls.save(self.appointment_id, meeting, host, fetched_at, epoch_of(self.record.ends_at))
 
     def zoom_differs(self, spec: MeetingSpec) -> bool:
         return _applied(spec) != {
@@ -618,8 +619,6 @@ def zoom_meeting_id_in(link: str | None, zoom_domains: tuple[str, ...]) -> int |
 def _zoom_utc(value: str | None) -> str | None:
     if not value:
         return None
-    return zoom_time(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    return zoom_time(parse_utc(value))
 
 
-def _epoch(value: str | None) -> float | None:
-    return datetime.fromisoformat(value).timestamp() if value else None

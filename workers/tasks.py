@@ -12,12 +12,12 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import redis
 from celery.exceptions import Reject
 
 from meetbridge.config import Settings
+from schemas.times import epoch_utc_seconds
 from workers.celery_app import RECONCILE, REFRESH, SWEEP, SWEEP_DEFERRED, SYNC, app
 from workers.clients.base import backoff_delay
 from workers.clients.errors import MeetbridgeError, WaitsUntil
@@ -91,8 +91,8 @@ def run_sync(services: Services, appointment_id: str) -> Outcome:
 
 
 def park(services: Services, appointment_id: str, resume_at: float, reason: str) -> None:
-    when = datetime.fromtimestamp(resume_at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    services.store.update(appointment_id, status="waiting", waiting_reason=reason, resume_at=when, error=None)
+    services.store.update(appointment_id, status="waiting", waiting_reason=reason,
+                          resume_at=epoch_utc_seconds(resume_at), error=None)
     # Spread the wake-up so a quota reset does not release every parked sync in the same second.
     services.store.deferred.put(appointment_id, resume_at + random.uniform(0, 60))
     services.store.note(appointment_id, "waiting", reason)

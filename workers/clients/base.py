@@ -12,11 +12,11 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import httpx
 
+from schemas.times import parse_utc
 from workers.clients.errors import (
     APIConnectionError,
     APIError,
@@ -50,10 +50,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     except ValueError:
         pass
     try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return max(0.0, when.timestamp() - now)
+        return max(0.0, parse_utc(value).timestamp() - now)
     except ValueError:
         pass
     try:

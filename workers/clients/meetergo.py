@@ -3,11 +3,13 @@ webhook registrations `meetbridge connect` manages."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
 from workers.clients.base import ApiClient
 from workers.clients.errors import NotConfigured, ValidationFailed
+from workers.clients.paging import numbered_pages, offset_pages
 from workers.limits import RateLimiter
 
 PAGE_SIZE = 50
@@ -32,36 +34,37 @@ class MeetergoClient(ApiClient):
         The docs number pages from 1, the n8n node from 0: start at 0 (skipped if refused) and drop
         appointments already seen, so either numbering yields each appointment once.
         """
+        def fetch(page: int) -> tuple[list[dict[str, Any]], None]:
+            body = self.request("GET", "v4/appointment/paginated", operation="list_appointments",
+                                params={"page": page, "limit": PAGE_SIZE, "pageSize": PAGE_SIZE}).json()
+            return [item for item in body.get("appointments") or [] if isinstance(item, dict)], None
+
+        pages = numbered_pages(fetch, page_size=PAGE_SIZE, first=0)
+        try:
+            first_page = next(pages, [])
+        except ValidationFailed:  # page 0 refused: this API counts from 1
+            pages = numbered_pages(fetch, page_size=PAGE_SIZE, first=1)
+        else:
+            pages = itertools.chain([first_page], pages)
         seen: set[str] = set()
-        page, stale_pages = 0, 0
-        while stale_pages < 2:
-            try:
-                body = self.request("GET", "v4/appointment/paginated", operation="list_appointments",
-                                    params={"page": page, "limit": PAGE_SIZE, "pageSize": PAGE_SIZE}).json()
-            except ValidationFailed:
-                if page != 0:
-                    raise
-                page = 1
-                continue
-            items = [item for item in body.get("appointments") or [] if isinstance(item, dict)]
+        stale_pages = 0
+        for items in pages:
             fresh = [item for item in items if item.get("id") not in seen]
             seen.update(str(item.get("id")) for item in fresh)
             yield from fresh
-            if len(items) < PAGE_SIZE:
-                return
+            # Two full pages in a row with nothing new: the API is repeating itself; stop rather than loop.
             stale_pages = 0 if fresh else stale_pages + 1
-            page += 1
+            if stale_pages >= 2:
+                return
 
     def users(self) -> Iterator[dict[str, Any]]:
-        offset = 0
-        while True:
+        def fetch(offset: int) -> tuple[list[dict[str, Any]], int]:
             body = self.request("GET", "v4/user", operation="list_users",
                                 params={"limit": 100, "offset": offset}).json()
-            users = body.get("users") or []
+            return body.get("users") or [], int(body.get("total") or 0)
+
+        for users in offset_pages(fetch):
             yield from users
-            offset += len(users)
-            if not users or offset >= int(body.get("total") or 0):
-                return
 
     # Webhook management lives at /webhooks, outside /v4 (developer-docs/webhooks/managing-webhooks).
     def list_webhooks(self) -> list[dict[str, Any]]:

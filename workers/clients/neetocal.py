@@ -34,6 +34,7 @@ from schemas.neetocal import (
 )
 from workers.clients.base import ApiClient
 from workers.clients.errors import APIError, NotConfigured, NotFound, SlotUnavailable, ValidationFailed
+from workers.clients.paging import numbered_pages
 
 PAGE_SIZE = 100
 T = TypeVar("T")
@@ -254,17 +255,16 @@ class NeetoCalClient(ApiClient):
     def _pages(self, path: str, operation: str, key: str | tuple[str, ...], **params: Any
                ) -> Iterator[dict[str, Any]]:
         keys = (key,) if isinstance(key, str) else key
-        page = 1
-        while True:
+
+        def fetch(page: int) -> tuple[list[dict[str, Any]], int | None]:
             body = self.request("GET", path, operation=operation,
                                 params={**params, "page_number": page, "page_size": PAGE_SIZE}).json()
             items = next((body[k] for k in keys if isinstance(body.get(k), list)), [])
+            total_pages = (body.get("pagination") or {}).get("total_pages")
+            return items, None if total_pages is None else int(total_pages)
+
+        for items in numbered_pages(fetch, page_size=PAGE_SIZE):
             yield from items
-            pagination = body.get("pagination") or {}
-            total_pages = pagination.get("total_pages")
-            if not items or (total_pages is not None and page >= int(total_pages)) or len(items) < PAGE_SIZE:
-                return
-            page += 1
 
     def error_from(self, response: httpx.Response, operation: str) -> APIError:
         error = super().error_from(response, operation)

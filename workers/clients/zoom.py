@@ -28,6 +28,7 @@ from workers.clients.errors import (
     NotFound,
     ValidationFailed,
 )
+from workers.clients.paging import token_pages
 from workers.limits import HostDailyQuota, RateLimiter, next_utc_midnight
 from workers.state import SharedToken
 
@@ -243,14 +244,15 @@ class ZoomClient(ApiClient):
         return found[0] if found else None
 
     def _list_meetings(self, host: str) -> Iterator[dict[str, Any]]:
-        params: dict[str, Any] = {"type": "scheduled", "page_size": 300}
-        while True:
+        def fetch(token: str | None) -> tuple[list[dict[str, Any]], str | None]:
+            params: dict[str, Any] = {"type": "scheduled", "page_size": 300}
+            if token:
+                params["next_page_token"] = token
             page = self._call("GET", f"users/{_user_path(host)}/meetings", "list_meetings", params=params).json()
-            yield from page.get("meetings") or []
-            token = page.get("next_page_token")
-            if not token:
-                return
-            params["next_page_token"] = token
+            return page.get("meetings") or [], page.get("next_page_token")
+
+        for meetings in token_pages(fetch):
+            yield from meetings
 
     # --- plumbing ----------------------------------------------------------------------------------------
     def auth_headers(self) -> dict[str, str]:

@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -25,6 +24,7 @@ from redis.sentinel import Sentinel
 
 from meetbridge.config import Settings
 from schemas.events import AppointmentEvent
+from schemas.times import now_utc_millis
 
 # A command that meets a dead connection or a primary turned replica (READONLY, after a failover behind one DNS
 # name or through Sentinel) reconnects and is sent again, for a few seconds: every command and script here is
@@ -115,10 +115,6 @@ class Keys:
 
 
 KEYS = Keys()
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -416,8 +412,8 @@ class Store:
             DELIVERY_DEDUPE_SECONDS,
             fingerprint,
             stored,
-            json.dumps({"at": now_iso(), "event": event.kind, "detail": history}),
-            now_iso(),
+            json.dumps({"at": now_utc_millis(), "event": event.kind, "detail": history}),
+            now_utc_millis(),
             int(now),
             task_message,
             metric_field("meetbridge_deliveries_total", status="duplicate"),
@@ -481,7 +477,7 @@ class Store:
         with self.client.pipeline() as pipe:
             stored = dataclasses.replace(event, seq=seq).to_json()
             pipe.hset(self.keys.events(event.appointment_id), event.fingerprint(), stored)
-            pipe.hsetnx(self.keys.appointment(event.appointment_id), "created_at", now_iso())
+            pipe.hsetnx(self.keys.appointment(event.appointment_id), "created_at", now_utc_millis())
             pipe.zadd(self.keys.appointments, {event.appointment_id: int(time.time())}, nx=True)
             pipe.execute()
 
@@ -489,7 +485,7 @@ class Store:
         """Set fields of the record; a value of None removes the field."""
         to_set = {k: str(v) for k, v in values.items() if v is not None}
         to_delete = [k for k, v in values.items() if v is None]
-        to_set["updated_at"] = now_iso()
+        to_set["updated_at"] = now_utc_millis()
         with self.client.pipeline() as pipe:
             pipe.hset(self.keys.appointment(appointment_id), mapping=to_set)
             if to_delete:
@@ -500,7 +496,7 @@ class Store:
         """`update`, by the holder of the appointment's lock only (and extending it), in one round trip; raises
         AppointmentBusy if the lock was lost, writing nothing."""
         to_set = {k: str(v) for k, v in values.items() if v is not None}
-        to_set["updated_at"] = now_iso()
+        to_set["updated_at"] = now_utc_millis()
         to_delete = [k for k, v in values.items() if v is None]
         args = [lease.token, lease.ttl_ms, len(to_set), *(x for pair in to_set.items() for x in pair), *to_delete]
         if not self._update_held(keys=[self.keys.appointment(appointment_id), lease.key], args=args):
@@ -508,7 +504,7 @@ class Store:
         lease.extended_at = time.monotonic()
 
     def note(self, appointment_id: str, event: str, detail: str = "") -> None:
-        entry = json.dumps({"at": now_iso(), "event": event, "detail": detail})
+        entry = json.dumps({"at": now_utc_millis(), "event": event, "detail": detail})
         with self.client.pipeline() as pipe:
             pipe.lpush(self.keys.history(appointment_id), entry)
             pipe.ltrim(self.keys.history(appointment_id), 0, HISTORY_LENGTH - 1)
@@ -629,7 +625,7 @@ class Store:
     def mark_failed(self, appointment_id: str, error: str) -> None:
         with self.client.pipeline() as pipe:
             pipe.hset(self.keys.appointment(appointment_id),
-                      mapping={"status": "failed", "error": error, "updated_at": now_iso()})
+                      mapping={"status": "failed", "error": error, "updated_at": now_utc_millis()})
             pipe.hdel(self.keys.appointment(appointment_id), "waiting_reason", "resume_at")
             pipe.zadd(self.keys.dead_letter, {appointment_id: time.time()})
             pipe.execute()
