@@ -31,7 +31,8 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
 BENCHMARKS = ROOT / "BENCHMARKS.md"
-SECTION_ORDER = ("ingest", "ingest_replicas", "pipeline", "refresh", "recovery", "failover", "retention", "host_page")
+SECTION_ORDER = ("ingest", "ingest_replicas", "profile_worker", "pipeline", "pipeline_business", "pipeline_free",
+                 "refresh", "recovery", "failover", "retention", "host_page")
 
 WEBHOOK_TOKEN = "bench-webhook-token-0123456789"
 SECRET_KEY = "bench-secret-key-0123456789abcdef"
@@ -215,12 +216,30 @@ def log_directory(keep: bool) -> Iterator[Path]:
 
 # --- Redis -----------------------------------------------------------------------------------------------
 def bench_redis(url: str) -> redis.Redis:
+    """A client of the bench's Redis DB (never DB 0)."""
     client = redis.Redis.from_url(url, decode_responses=True)
     db = client.connection_pool.connection_kwargs.get("db", 0)
     if db == 0:
         raise SystemExit(f"refusing to use Redis DB 0 for a benchmark ({url}): name a dedicated DB, e.g. /9")
     client.ping()
     return client
+
+
+@contextlib.contextmanager
+def private_redis(log_dir: Path) -> Iterator[str]:
+    """A redis-server of the bench's own on a free port (no persistence), for the length of the block: its URL.
+
+    The shared Redis on 6379 is left alone, and MONITOR, INFO commandstats and CPU figures see the bench only."""
+    port = free_port()
+    process = spawn(f"redis-{port}", f"redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no "
+                    f"--dir {shlex.quote(str(log_dir))}", dict(os.environ), log_dir)
+    try:
+        wait_until(lambda: port_open(port) or not process.alive(), 10, what="the private redis-server")
+        if not process.alive():
+            raise RuntimeError(f"redis-server exited:\n{process.log()[-2000:]}")
+        yield f"redis://127.0.0.1:{port}/1"
+    finally:
+        process.stop()
 
 
 # --- machine ---------------------------------------------------------------------------------------------
@@ -242,6 +261,12 @@ def machine(client: redis.Redis | None = None) -> dict[str, str]:
     facts["code"] = code_version()  # taken when the bench starts: what its processes load
     facts["code_content"] = code_content()
     return facts
+
+
+def load_line() -> str:
+    """The load average (1, 5, 15 min) over the cores: the other work on this shared machine."""
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.1f} / {five:.1f} / {fifteen:.1f} (1/5/15 min) on {os.cpu_count()} cores"
 
 
 def machine_line(facts: dict[str, str]) -> str:
