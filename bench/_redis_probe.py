@@ -1,9 +1,10 @@
 """Counts a process's Redis round trips and commands by purpose, from inside it (used by bench/profile_worker).
 
-`run(argv)` patches redis-py's command packing (every round trip a client makes goes through `pack_command`
-once, or `pack_commands` once for a pipeline or a MULTI/EXEC transaction), then runs Celery's command line with
-`argv`, so the worker is the Procfile's worker with a counter in it. Every 0.5 s the counts are written to the
-JSON file named by `MEETBRIDGE_REDIS_PROBE`; the bench reads it before and after the measured window.
+`run(argv)` patches redis-py's connections (every round trip a client makes goes through `send_command` once,
+`pack_commands` once for a pipeline or a MULTI/EXEC transaction, or `pack_command` for what sends pre-packed),
+then runs Celery's command line with `argv`, so the worker is the Procfile's worker with a counter in it. Every
+0.5 s the counts are written to the JSON file named by `MEETBRIDGE_REDIS_PROBE`; the bench reads it before and
+after the measured window.
 
 The purpose of a command is read off the key it names (see `purpose`); a round trip is filed under the purpose
 of its first command that names a key (MULTI aside), an EVALSHA under its first key.
@@ -112,7 +113,12 @@ COUNTS = Counts()
 def install() -> None:
     from redis.connection import AbstractConnection
 
-    pack_command, pack_commands = AbstractConnection.pack_command, AbstractConnection.pack_commands
+    send_command, pack_command = AbstractConnection.send_command, AbstractConnection.pack_command
+    pack_commands = AbstractConnection.pack_commands
+
+    def counted_send_command(self: Any, *args: Any, **kwargs: Any) -> Any:
+        COUNTS.add([args])
+        return send_command(self, *args, **kwargs)
 
     def counted_pack_command(self: Any, *args: Any) -> Any:
         COUNTS.add([args])
@@ -123,6 +129,7 @@ def install() -> None:
         COUNTS.add([tuple(c) for c in commands])
         return pack_commands(self, commands)
 
+    AbstractConnection.send_command = counted_send_command  # type: ignore[method-assign]
     AbstractConnection.pack_command = counted_pack_command  # type: ignore[method-assign]
     AbstractConnection.pack_commands = counted_pack_commands  # type: ignore[method-assign]
 
