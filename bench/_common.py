@@ -12,6 +12,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import signal
 import socket
 import statistics
@@ -160,23 +161,29 @@ def machine_cpu() -> tuple[float, float]:
     return (total - idle) / ticks, total / ticks
 
 
-def spawn(name: str, command: str, env: dict[str, str], log_dir: Path) -> Process:
-    """Run `command` through sh (as a Procfile runner does) in its own process group, logging to a file."""
+def spawn(name: str, command: str, env: dict[str, str], log_dir: Path, cwd: Path = ROOT) -> Process:
+    """Run `command` through sh (as a Procfile runner does) in its own process group, logging to a file.
+
+    `cwd` other than the repository (a checkout of another commit, see `checkout`) is put first on PYTHONPATH, so
+    the process runs that code with this venv's packages."""
     log_path = log_dir / f"{name}.log"
     handle = log_path.open("wb")
-    popen = subprocess.Popen(["sh", "-c", f"exec {command}"], cwd=ROOT, env=env, stdout=handle,
+    if cwd != ROOT:
+        env = {**env, "PYTHONPATH": str(cwd)}
+    popen = subprocess.Popen(["sh", "-c", f"exec {command}"], cwd=cwd, env=env, stdout=handle,
                              stderr=subprocess.STDOUT, start_new_session=True)
     handle.close()
     return Process(name, popen, log_path)
 
 
-def start_gunicorn(name: str, app: str, env: dict[str, str], log_dir: Path, timeout: float = 30) -> Process:
+def start_gunicorn(name: str, app: str, env: dict[str, str], log_dir: Path, timeout: float = 30,
+                   cwd: Path = ROOT) -> Process:
     """The Procfile's web command with its app spec replaced by `app` (same config file, same settings)."""
     web = procfile_command("web")
     if "'webhooks:create_app()'" not in web:
         raise RuntimeError(f"unexpected Procfile web line: {web}")
     command = web.replace("'webhooks:create_app()'", shlex.quote(app))
-    process = spawn(name, command, env, log_dir)
+    process = spawn(name, command, env, log_dir, cwd)
     port = int(env["PORT"])
     try:
         wait_until(lambda: port_open(port) or not process.alive(), timeout, what=f"{name} to listen")
@@ -223,6 +230,20 @@ def bench_redis(url: str) -> redis.Redis:
         raise SystemExit(f"refusing to use Redis DB 0 for a benchmark ({url}): name a dedicated DB, e.g. /9")
     client.ping()
     return client
+
+
+@contextlib.contextmanager
+def checkout(rev: str) -> Iterator[tuple[str, Path]]:
+    """The service's files at commit `rev` in a temporary directory (`git archive`: the repository and its
+    worktrees are left alone), for a same-run comparison against it: (its short hash, the directory)."""
+    commit = _git("rev-parse", "--short", rev).decode().strip()
+    path = Path(tempfile.mkdtemp(prefix=f"meetbridge-bench-{commit}-"))
+    try:
+        archive = subprocess.run(["git", "archive", commit], cwd=ROOT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(path)], input=archive, check=True)
+        yield commit, path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager
