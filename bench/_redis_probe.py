@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import threading
 import time
 from collections import Counter
@@ -68,14 +69,16 @@ def first_key(args: tuple[Any, ...]) -> str | None:
     return _text(args[1]) if len(args) > 1 else None
 
 
+# One regex for the whole table: the first prefix that matches wins, as in the table's order.
+_PREFIX = re.compile("|".join(f"(?P<p{i}>{re.escape(prefix)})" for i, (prefix, _) in enumerate(PREFIXES)))
+
+
 def purpose(args: tuple[Any, ...]) -> str:
     key = first_key(args)
     if key is None:
         return "no key (" + (_text(args[0]).upper().split(" ")[0] if args else "?") + ")"
-    for prefix, what in PREFIXES:
-        if key.startswith(prefix):
-            return what
-    return "other keys"
+    match = _PREFIX.match(key)
+    return PREFIXES[int(match.lastgroup[1:])][1] if match else "other keys"
 
 
 class Counts:
