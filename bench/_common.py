@@ -12,6 +12,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import signal
 import socket
 import statistics
@@ -31,7 +32,8 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
 BENCHMARKS = ROOT / "BENCHMARKS.md"
-SECTION_ORDER = ("ingest", "ingest_replicas", "pipeline", "refresh", "recovery", "failover", "retention", "host_page")
+SECTION_ORDER = ("ingest", "ingest_replicas", "worker_cost", "profile_worker", "pipeline", "pipeline_business",
+                 "pipeline_free", "refresh", "recovery", "failover", "retention", "host_page")
 
 WEBHOOK_TOKEN = "bench-webhook-token-0123456789"
 SECRET_KEY = "bench-secret-key-0123456789abcdef"
@@ -159,23 +161,29 @@ def machine_cpu() -> tuple[float, float]:
     return (total - idle) / ticks, total / ticks
 
 
-def spawn(name: str, command: str, env: dict[str, str], log_dir: Path) -> Process:
-    """Run `command` through sh (as a Procfile runner does) in its own process group, logging to a file."""
+def spawn(name: str, command: str, env: dict[str, str], log_dir: Path, cwd: Path = ROOT) -> Process:
+    """Run `command` through sh (as a Procfile runner does) in its own process group, logging to a file.
+
+    `cwd` other than the repository (a checkout of another commit, see `checkout`) is put first on PYTHONPATH, so
+    the process runs that code with this venv's packages."""
     log_path = log_dir / f"{name}.log"
     handle = log_path.open("wb")
-    popen = subprocess.Popen(["sh", "-c", f"exec {command}"], cwd=ROOT, env=env, stdout=handle,
+    if cwd != ROOT:
+        env = {**env, "PYTHONPATH": str(cwd)}
+    popen = subprocess.Popen(["sh", "-c", f"exec {command}"], cwd=cwd, env=env, stdout=handle,
                              stderr=subprocess.STDOUT, start_new_session=True)
     handle.close()
     return Process(name, popen, log_path)
 
 
-def start_gunicorn(name: str, app: str, env: dict[str, str], log_dir: Path, timeout: float = 30) -> Process:
+def start_gunicorn(name: str, app: str, env: dict[str, str], log_dir: Path, timeout: float = 30,
+                   cwd: Path = ROOT) -> Process:
     """The Procfile's web command with its app spec replaced by `app` (same config file, same settings)."""
     web = procfile_command("web")
     if "'webhooks:create_app()'" not in web:
         raise RuntimeError(f"unexpected Procfile web line: {web}")
     command = web.replace("'webhooks:create_app()'", shlex.quote(app))
-    process = spawn(name, command, env, log_dir)
+    process = spawn(name, command, env, log_dir, cwd)
     port = int(env["PORT"])
     try:
         wait_until(lambda: port_open(port) or not process.alive(), timeout, what=f"{name} to listen")
@@ -215,12 +223,44 @@ def log_directory(keep: bool) -> Iterator[Path]:
 
 # --- Redis -----------------------------------------------------------------------------------------------
 def bench_redis(url: str) -> redis.Redis:
+    """A client of the bench's Redis DB (never DB 0)."""
     client = redis.Redis.from_url(url, decode_responses=True)
     db = client.connection_pool.connection_kwargs.get("db", 0)
     if db == 0:
         raise SystemExit(f"refusing to use Redis DB 0 for a benchmark ({url}): name a dedicated DB, e.g. /9")
     client.ping()
     return client
+
+
+@contextlib.contextmanager
+def checkout(rev: str) -> Iterator[tuple[str, Path]]:
+    """The service's files at commit `rev` in a temporary directory (`git archive`: the repository and its
+    worktrees are left alone), for a same-run comparison against it: (its short hash, the directory)."""
+    commit = _git("rev-parse", "--short", rev).decode().strip()
+    path = Path(tempfile.mkdtemp(prefix=f"meetbridge-bench-{commit}-"))
+    try:
+        archive = subprocess.run(["git", "archive", commit], cwd=ROOT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(path)], input=archive, check=True)
+        yield commit, path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def private_redis(log_dir: Path) -> Iterator[str]:
+    """A redis-server of the bench's own on a free port (no persistence), for the length of the block: its URL.
+
+    The shared Redis on 6379 is left alone, and MONITOR, INFO commandstats and CPU figures see the bench only."""
+    port = free_port()
+    process = spawn(f"redis-{port}", f"redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no "
+                    f"--dir {shlex.quote(str(log_dir))}", dict(os.environ), log_dir)
+    try:
+        wait_until(lambda: port_open(port) or not process.alive(), 10, what="the private redis-server")
+        if not process.alive():
+            raise RuntimeError(f"redis-server exited:\n{process.log()[-2000:]}")
+        yield f"redis://127.0.0.1:{port}/1"
+    finally:
+        process.stop()
 
 
 # --- machine ---------------------------------------------------------------------------------------------
@@ -242,6 +282,12 @@ def machine(client: redis.Redis | None = None) -> dict[str, str]:
     facts["code"] = code_version()  # taken when the bench starts: what its processes load
     facts["code_content"] = code_content()
     return facts
+
+
+def load_line() -> str:
+    """The load average (1, 5, 15 min) over the cores: the other work on this shared machine."""
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.1f} / {five:.1f} / {fifteen:.1f} (1/5/15 min) on {os.cpu_count()} cores"
 
 
 def machine_line(facts: dict[str, str]) -> str:

@@ -55,6 +55,17 @@ CUSTCREATE_START_URL_TTL_SECONDS = 90 * 24 * 3600
 
 LIGHT = "light"
 MEDIUM = "medium"
+HEAVY = "heavy"  # no call of the simulated subset is Heavy; the budget is kept for completeness
+LABELS = (LIGHT, MEDIUM, HEAVY)
+
+# Per-second budgets by account plan and rate-limit label (developers.zoom.us/docs/api/rate-limits/; API-FACTS
+# 2.5). Account-level: every app on the account shares them. Business stands for Business+ (Business,
+# Education, Enterprise), which share one row of the table.
+PLAN_RATES_PER_SECOND: dict[str, dict[str, int]] = {
+    "free": {LIGHT: 4, MEDIUM: 2, HEAVY: 1},
+    "pro": {LIGHT: 30, MEDIUM: 20, HEAVY: 10},
+    "business": {LIGHT: 80, MEDIUM: 60, HEAVY: 40},
+}
 
 PER_SECOND_MESSAGE = "You have reached the maximum per-second rate limit for this API. Try again later."
 MALFORMED_BODY_MESSAGE = "Request Body should be a valid JSON object."
@@ -84,10 +95,8 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
     "private_meeting": False,
 }
 
-_RATE_LIMIT_FIELDS = {
-    LIGHT: ConfigKey(None, integer(minimum=1, nullable=True)),
-    MEDIUM: ConfigKey(None, integer(minimum=1, nullable=True)),
-}
+# Only the labels a simulated call has can be set one by one; Heavy follows the plan.
+_RATE_LIMIT_FIELDS = {label: ConfigKey(None, integer(minimum=1, nullable=True)) for label in (LIGHT, MEDIUM)}
 
 CONFIG_KEYS: dict[str, ConfigKey] = {
     "account_id": ConfigKey(DEFAULT_ACCOUNT_ID, text()),
@@ -104,7 +113,10 @@ CONFIG_KEYS: dict[str, ConfigKey] = {
     # How the per-host daily cap is answered: the 429 seen in practice, or the HTTP 300 the OpenAPI spec files.
     "host_daily_limit_form": ConfigKey("429", text(("429", "300"))),
     "known_users": ConfigKey(None, string_list(nullable=True)),
+    # Per-label overrides of the plan's budgets (null: the plan's, or unlimited without a plan).
     "rate_limits_per_second": ConfigKey({LIGHT: None, MEDIUM: None}, any_object(), fields=_RATE_LIMIT_FIELDS),
+    # The account's plan: its per-second budgets are enforced (null: none, unless set per label above).
+    "rate_limit_plan": ConfigKey(None, lambda value: None if value is None else text(PLAN_RATES_PER_SECOND)(value)),
 }
 
 _UTC_START = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
@@ -119,11 +131,35 @@ def _zoom_error(status: int, code: int, message: str, headers: dict[str, str] | 
     return json_response({"code": code, "message": message}, status, headers)
 
 
-def _per_second_limited(category: str | None) -> Response:
+def _per_second_limited(category: str | None, limit: int | None = None) -> Response:
+    # API-FACTS 2.5: Zoom's per-second 429 names the label and the kind of limit; Retry-After is an ISO time.
     headers = {"Retry-After": one_second_ahead_iso(), "X-RateLimit-Type": "QPS"}
     if category is not None:
         headers["X-RateLimit-Category"] = category.capitalize()
+    if limit is not None:
+        headers["X-RateLimit-Limit"] = str(limit)
+        headers["X-RateLimit-Remaining"] = "0"
     return _zoom_error(429, 429, PER_SECOND_MESSAGE, headers)
+
+
+class _LabelWindow(SlidingWindow):
+    """One label's sliding 1-second window, with what it let through and refused (GET /_sandbox/rate_limits)."""
+
+    def __init__(self) -> None:
+        super().__init__(1.0)
+        self.accepted = 0
+        self.refused = 0
+        self.peak = 0  # the most calls it ever held in one second
+
+    def try_acquire(self, limit: int | None) -> float | None:
+        wait = super().try_acquire(limit)
+        with self._lock:
+            if wait is None:
+                self.accepted += 1
+                self.peak = max(self.peak, len(self._calls))
+            else:
+                self.refused += 1
+        return wait
 
 
 class ZoomErrors:
@@ -183,9 +219,7 @@ class _ZoomState:
     start_urls: list[dict[str, Any]] = field(default_factory=list)
     validation_errors: list[dict[str, Any]] = field(default_factory=list)
     daily_counts: dict[tuple[str, date], int] = field(default_factory=dict)
-    windows: dict[str, SlidingWindow] = field(
-        default_factory=lambda: {LIGHT: SlidingWindow(1.0), MEDIUM: SlidingWindow(1.0)}
-    )
+    windows: dict[str, _LabelWindow] = field(default_factory=lambda: {label: _LabelWindow() for label in LABELS})
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -291,6 +325,7 @@ class ZoomSimulator:
             ("/_sandbox/start_urls", "sandbox_start_urls", self.sandbox_start_urls, ["GET"]),
             ("/_sandbox/validation_errors", "sandbox_validation", self.sandbox_validation_errors, ["GET"]),
             ("/_sandbox/quota", "sandbox_quota", self.sandbox_quota, ["POST"]),
+            ("/_sandbox/rate_limits", "sandbox_rate_limits", self.sandbox_rate_limits, ["GET"]),
             ("/_sandbox/meetings/<int:meeting_id>/start", "sandbox_start", self.sandbox_start_meeting, ["POST"]),
         ]
         for rule, endpoint, view, methods in routes:
@@ -442,9 +477,9 @@ class ZoomSimulator:
         """Auth, per-second limit and contract validation; the parsed body, or the error response."""
         if not self._token_is_live(_bearer(request.headers.get("Authorization"))):
             return _zoom_error(401, 124, "Invalid access token.")
-        limit = self.control.get("rate_limits_per_second")[category]
+        limit = self._per_second_limit(category)
         if self.state.windows[category].try_acquire(limit) is not None:
-            return _per_second_limited(category)
+            return _per_second_limited(category, limit)
         operation = self.contract.operation(method, template)
         errors = operation.check_parameters({"path": path_params, "query": request.args.to_dict()})
         body: dict[str, Any] = {}
@@ -459,6 +494,22 @@ class ZoomSimulator:
         if errors:
             return self._validation_failed(errors)
         return body
+
+    def _per_second_limit(self, category: str) -> int | None:
+        """The label's budget: its own setting, else the plan's, else none."""
+        limit = self.control.get("rate_limits_per_second").get(category)
+        plan = self.control.get("rate_limit_plan")
+        if limit is None and plan is not None:
+            limit = PLAN_RATES_PER_SECOND[plan][category]
+        return limit
+
+    def sandbox_rate_limits(self) -> Response:
+        """Per label: the budget in force, and the calls let through and refused since the last reset."""
+        labels = {}
+        for label, window in self.state.windows.items():
+            labels[label] = {"limit_per_second": self._per_second_limit(label), "accepted": window.accepted,
+                             "refused": window.refused, "peak_per_second": window.peak}
+        return json_response({"plan": self.control.get("rate_limit_plan"), "labels": labels}, 200)
 
     def _token_is_live(self, token: str | None) -> bool:
         if token is None:

@@ -1,27 +1,49 @@
 """Prometheus metrics kept in Redis, so that one scrape of the web's `/metrics` sees every process.
 
 Web and workers run as many processes on many hosts; counting into one Redis hash lets `/metrics` report
-the whole deployment without a push gateway or a shared multiprocess directory. Each count is one HINCRBY
-(pipelined with the write it describes where possible).
+the whole deployment without a push gateway or a shared multiprocess directory.
+
+A Celery worker counts in memory and sends what it counted as one pipeline of HINCRBYs: at the end of every task
+(so a scrape right after a task sees it), every FLUSH_SECONDS from a background thread (for work that is not a
+task, or a task that runs long), and when the process exits. Counts of the same series from tasks that end
+together travel as one HINCRBY. Other processes (the web, beat, commands) count straight into Redis. A worker
+that is killed outright (SIGKILL, OOM) loses at most its last FLUSH_SECONDS of counts; the totals of every other
+process are unaffected.
+
+A histogram observation is one HINCRBY of the one bucket it falls in (`<name>_hits`, not cumulative) plus the
+sum; the collector makes the buckets cumulative at scrape time. (Earlier versions wrote every bucket at or
+above the value, `<name>_bucket`: the collector adds those in too, so totals carry over an upgrade.)
 """
 
 from __future__ import annotations
 
+import atexit
+import bisect
 import contextlib
 import json
+import logging
+import os
+import threading
 import time
+import weakref
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
 import redis
+from celery import signals
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from workers.state import KEYS, Store, metric_field
 
+log = logging.getLogger(__name__)
+
 TOP_HOSTS = 10
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BUCKET_LABELS = (*map(str, LATENCY_BUCKETS), "+Inf")
+# A worker's counts reach Redis at the end of each task, and at least this often.
+FLUSH_SECONDS = 1.0
 
 DESCRIPTIONS = {
     "meetbridge_deliveries_total": "Webhook deliveries by how they were answered.",
@@ -42,27 +64,120 @@ DESCRIPTIONS = {
     "meetbridge_start_url_refresh_lag_seconds": "How late each start_url refresh ran after it fell due.",
 }
 
+# Whether this process is a Celery worker (set by the worker's own signals, below): only workers buffer.
+_in_worker = False
+_live: weakref.WeakSet[Metrics] = weakref.WeakSet()
+
 
 class Metrics:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, flush_seconds: float = FLUSH_SECONDS,
+                 buffered: bool | None = None) -> None:
+        """`buffered`: count in memory and flush (None: only inside a Celery worker process)."""
         self.client = client
+        self.flush_seconds = flush_seconds
+        self.buffered = buffered
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()  # one flush at a time: a failed one puts its counts back in order
+        self._ints: dict[str, int] = defaultdict(int)
+        self._floats: dict[str, float] = defaultdict(float)
+        self._pid = os.getpid()
+        self._flusher: threading.Thread | None = None
+        _live.add(self)
 
+    # --- counting ----------------------------------------------------------------------------------------
     def count(self, name: str, amount: int = 1, **labels: str) -> None:
+        field = metric_field(name, **labels)
+        if self._buffering():
+            with self._lock:
+                self._ints[field] += amount
+            return
         # Losing a count must never fail the work it counts.
         with contextlib.suppress(redis.RedisError):
-            self.client.hincrby(KEYS.metrics, metric_field(name, **labels), amount)
+            self.client.hincrby(KEYS.metrics, field, amount)
 
     def observe(self, name: str, seconds: float, **labels: str) -> None:
+        index = bisect.bisect_left(LATENCY_BUCKETS, seconds)  # the first bound >= seconds, or +Inf
+        hit = metric_field(name + "_hits", le=_BUCKET_LABELS[index], **labels)
+        total = metric_field(name + "_sum", **labels)
+        if self._buffering():
+            with self._lock:
+                self._ints[hit] += 1
+                self._floats[total] += seconds
+            return
         try:
             with self.client.pipeline(transaction=False) as pipe:
-                for bound in LATENCY_BUCKETS:
-                    if seconds <= bound:
-                        pipe.hincrby(KEYS.metrics, metric_field(name + "_bucket", le=str(bound), **labels), 1)
-                pipe.hincrby(KEYS.metrics, metric_field(name + "_bucket", le="+Inf", **labels), 1)
-                pipe.hincrbyfloat(KEYS.metrics, metric_field(name + "_sum", **labels), seconds)
+                pipe.hincrby(KEYS.metrics, hit, 1)
+                pipe.hincrbyfloat(KEYS.metrics, total, seconds)
                 pipe.execute()
         except redis.RedisError:
             pass
+
+    # --- buffering ---------------------------------------------------------------------------------------
+    def _buffering(self) -> bool:
+        buffered = _in_worker if self.buffered is None else self.buffered
+        if not buffered:
+            return False
+        if self._pid != os.getpid():  # forked: the parent sends what it had counted; start afresh
+            self._pid = os.getpid()
+            self._lock = threading.Lock()
+            self._flush_lock = threading.Lock()
+            self._ints, self._floats, self._flusher = defaultdict(int), defaultdict(float), None
+        if self._flusher is None or not self._flusher.is_alive():
+            with self._lock:
+                if self._flusher is None or not self._flusher.is_alive():
+                    self._flusher = threading.Thread(target=self._flush_every, name="metrics-flush", daemon=True)
+                    self._flusher.start()
+        return True
+
+    def _flush_every(self) -> None:
+        while True:
+            time.sleep(self.flush_seconds)
+            self.flush()
+
+    def flush(self) -> None:
+        """Send what was counted in memory: one round trip, one HINCRBY(FLOAT) per series."""
+        with self._flush_lock:
+            with self._lock:
+                if not self._ints and not self._floats:
+                    return
+                ints, floats = self._ints, self._floats
+                self._ints, self._floats = defaultdict(int), defaultdict(float)
+            try:
+                with self.client.pipeline(transaction=False) as pipe:
+                    for field, amount in ints.items():
+                        pipe.hincrby(KEYS.metrics, field, amount)
+                    for field, value in floats.items():
+                        pipe.hincrbyfloat(KEYS.metrics, field, value)
+                    pipe.execute()
+            except redis.RedisError as error:
+                # Keep them for the next flush (Redis may be failing over): counts are late, not lost. A
+                # pipeline that failed half-way may count some twice; that beats losing all of them.
+                log.warning("metrics not sent, kept for the next flush: %s", error)
+                with self._lock:
+                    for field, amount in ints.items():
+                        self._ints[field] += amount
+                    for field, value in floats.items():
+                        self._floats[field] += value
+
+
+def flush_all() -> None:
+    """Send every buffered count of this process (task end, worker shutdown, exit)."""
+    for metrics in list(_live):
+        if metrics._pid == os.getpid():
+            metrics.flush()
+
+
+def _worker_started(**_: Any) -> None:
+    global _in_worker
+    _in_worker = True
+
+
+signals.worker_init.connect(_worker_started, weak=False)
+signals.worker_process_init.connect(_worker_started, weak=False)
+signals.task_postrun.connect(lambda **_: flush_all(), weak=False)
+signals.worker_process_shutdown.connect(lambda **_: flush_all(), weak=False)
+signals.worker_shutdown.connect(lambda **_: flush_all(), weak=False)
+atexit.register(flush_all)
 
 
 class RedisCollector(Collector):
@@ -78,16 +193,29 @@ class RedisCollector(Collector):
         raw = client.hgetall(KEYS.metrics)
         counters: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
         histograms: dict[str, dict[tuple, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+        hits: dict[str, dict[tuple, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
         for field, value in raw.items():
             name, labels = json.loads(field)
             labels = dict(labels)
-            if name.endswith("_bucket"):
+            if name.endswith("_hits"):
+                le = labels.pop("le")
+                hits[name[: -len("_hits")]][tuple(sorted(labels.items()))][le] = float(value)
+            elif name.endswith("_bucket"):
                 le = labels.pop("le")
                 histograms[name[: -len("_bucket")]][tuple(sorted(labels.items()))][le] = float(value)
             elif name.endswith("_sum"):
                 histograms[name[: -len("_sum")]][tuple(sorted(labels.items()))]["sum"] = float(value)
             else:
                 counters[name].append((labels, float(value)))
+
+        # One bucket's hits count in every bucket from its bound up (Prometheus buckets are cumulative).
+        for name, series in hits.items():
+            for key, per_bucket in series.items():
+                values = histograms[name][key]
+                running = 0.0
+                for le in _BUCKET_LABELS:
+                    running += per_bucket.get(le, 0.0)
+                    values[le] = values.get(le, 0.0) + running
 
         # Every known series is announced even before its first count, so dashboards and alert rules find it.
         for name in DESCRIPTIONS:
@@ -108,7 +236,7 @@ class RedisCollector(Collector):
             family = HistogramMetricFamily(name, DESCRIPTIONS.get(name, name), labels=label_names)
             for key, values in series.items():
                 labels = dict(key)
-                buckets = [(le, values.get(le, 0.0)) for le in [*map(str, LATENCY_BUCKETS), "+Inf"]]
+                buckets = [(le, values.get(le, 0.0)) for le in _BUCKET_LABELS]
                 family.add_metric([labels.get(k, "") for k in label_names], buckets, values.get("sum", 0.0))
             yield family
 
