@@ -505,7 +505,8 @@ class Store:
 
     def note(self, appointment_id: str, event: str, detail: str = "") -> None:
         entry = json.dumps({"at": now_utc_millis(), "event": event, "detail": detail})
-        with self.client.pipeline() as pipe:
+        # No transaction: each push is trimmed by its own LTRIM or the next one's, whatever interleaves.
+        with self.client.pipeline(transaction=False) as pipe:
             pipe.lpush(self.keys.history(appointment_id), entry)
             pipe.ltrim(self.keys.history(appointment_id), 0, HISTORY_LENGTH - 1)
             pipe.execute()
@@ -602,7 +603,7 @@ class Store:
     def settled(self, appointment_id: str) -> None:
         """The appointment reached a state that needs no worker now (synced, cancelled, waiting, failed): it
         leaves the pending set, and its retry count starts again."""
-        with self.client.pipeline() as pipe:
+        with self.client.pipeline(transaction=False) as pipe:  # two independent changes: no MULTI needed
             pipe.zrem(self.keys.pending, appointment_id)
             pipe.hdel(self.keys.appointment(appointment_id), "sync_attempts")
             pipe.execute()
