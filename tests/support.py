@@ -432,9 +432,13 @@ class SentinelCluster:
         raise AssertionError("redis-server --sentinel did not start on any of three ports")
 
     def current_primary_port(self) -> int:
+        """The primary most sentinels name. One sentinel may still name the old primary for a moment after the
+        others promoted a replica (each learns of the new configuration in its own time)."""
         import redis
 
-        return int(redis.Redis(port=self.sentinel_ports[0]).sentinel_get_master_addr_by_name(self.MASTER)[1])
+        named = [int(redis.Redis(port=port).sentinel_get_master_addr_by_name(self.MASTER)[1])
+                 for port in self.sentinel_ports]
+        return max(set(named), key=named.count)
 
     def stop(self) -> None:
         for process in self.sentinels:
