@@ -238,10 +238,8 @@ class AppointmentSync:
         if self.record.zoom_meeting_id != meeting.id:
             self.note("zoom_meeting_adopted", f"meetergo's own meeting {meeting.id}, hosted by {meeting.host_email}")
         self.save(zoom_meeting_id=meeting.id, zoom_host=(meeting.host_email or desired.host.email).lower(),
-                  zoom_join_url=meeting.join_url, zoom_start=_zoom_utc(meeting.start_time),
-                  zoom_duration=meeting.duration, zoom_topic=meeting.topic, zoom_timezone=meeting.timezone,
-                  zoom_alt_hosts=meeting.alternative_hosts or "", zoom_owner="meetergo", zoom_external=None,
-                  zoom_drift=None, ends_at=desired.end.isoformat() if desired.end else None)
+                  zoom_join_url=meeting.join_url, **_applied_from_meeting(meeting), zoom_owner="meetergo",
+                  zoom_external=None, zoom_drift=None, ends_at=desired.end.isoformat() if desired.end else None)
         self.start_urls.save(self.appointment_id, meeting, self.record.zoom_host, fetched_at, ends_at)
 
     def zoom_already_updated(self, meeting_id: int, spec: MeetingSpec) -> ZoomMeeting | None:
@@ -262,17 +260,8 @@ class AppointmentSync:
             adopted="meeting created by an earlier attempt")
         if not adopted:
             self.note("zoom_meeting_created", f"meeting {meeting.id} hosted by {host}")
-        self.save(
-            zoom_meeting_id=meeting.id,
-            zoom_host=host,
-            zoom_join_url=meeting.join_url,
-            zoom_start=_zoom_utc(meeting.start_time),
-            zoom_duration=meeting.duration,
-            zoom_topic=meeting.topic,
-            zoom_timezone=meeting.timezone,
-            zoom_alt_hosts=meeting.alternative_hosts or "",
-            zoom_create_pending=None,
-        )
+        self.save(zoom_meeting_id=meeting.id, zoom_host=host, zoom_join_url=meeting.join_url,
+                  **_applied_from_meeting(meeting), zoom_create_pending=None)
         self.start_urls.save(self.appointment_id, meeting, host, fetched_at, epoch_of(self.record.ends_at))
 
     def zoom_differs(self, spec: MeetingSpec) -> bool:
@@ -582,23 +571,21 @@ def retain(services: Services, appointment_id: str, ends_at: float | None, *, ca
 
 
 def _applied(spec: MeetingSpec) -> dict[str, Any]:
-    return {
-        "zoom_start": zoom_time(spec.start_time),
-        "zoom_duration": spec.duration,
-        "zoom_topic": spec.topic,
-        "zoom_timezone": spec.timezone,
-        "zoom_alt_hosts": ";".join(spec.alternative_hosts),
-    }
+    """The record's fields for what the sync asks Zoom to hold."""
+    return _zoom_fields(zoom_time(spec.start_time), spec.duration, spec.topic, spec.timezone,
+                        ";".join(spec.alternative_hosts))
 
 
 def _applied_from_meeting(meeting: ZoomMeeting) -> dict[str, Any]:
-    return {
-        "zoom_start": _zoom_utc(meeting.start_time),
-        "zoom_duration": meeting.duration,
-        "zoom_topic": meeting.topic,
-        "zoom_timezone": meeting.timezone,
-        "zoom_alt_hosts": meeting.alternative_hosts or "",
-    }
+    """The same fields for what Zoom holds."""
+    return _zoom_fields(_zoom_utc(meeting.start_time), meeting.duration, meeting.topic, meeting.timezone,
+                        meeting.alternative_hosts or "")
+
+
+def _zoom_fields(start: str | None, duration: int | None, topic: str | None, timezone: str | None,
+                 alternative_hosts: str) -> dict[str, Any]:
+    return {"zoom_start": start, "zoom_duration": duration, "zoom_topic": topic, "zoom_timezone": timezone,
+            "zoom_alt_hosts": alternative_hosts}
 
 
 def _update_marker(spec: MeetingSpec) -> str:
