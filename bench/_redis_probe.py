@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from typing import Any
 
-# Key prefix -> purpose, longest first wins. Kept in step with workers/state.py's Keys.
+# Key prefix -> purpose, longest first wins. Kept in step with workers/state/'s Keys.
 PREFIXES: tuple[tuple[str, str], ...] = (
     ("mb:metrics", "metrics"),
     ("mb:rate:", "rate limiter"),
