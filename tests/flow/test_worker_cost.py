@@ -36,7 +36,7 @@ def test_one_scrape_sees_both_workers_counts_within_seconds(make_stack, sims: Si
     assert len(workers) == 2
     assert all(SUCCEEDED.search(p.log()) for p in workers), "each worker synced some"
     zoom_creates = len(sims.calls("zoom", "POST", "/meetings"))
-    zoom_calls = len(sims.requests("zoom")) - len(sims.calls("zoom", "POST", "/oauth/token"))
+    zoom_calls = len(sims.requests("zoom"))  # the token request too: it goes through the same counted client
 
     def totals_match() -> bool:
         samples = scrape(stack)
