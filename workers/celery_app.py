@@ -21,6 +21,7 @@ from celery import Celery, signals
 from meetbridge import logs
 from meetbridge.config import ConfigError, Settings, get_settings
 from workers.state.broker import (
+    channels_reuse_their_client,
     popped_messages_survive_a_broken_connection,
     sentinel_channel_fails_as_a_connection_error,
 )
@@ -73,6 +74,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     if settings.meetergo_readback:
         schedule["reconcile-meetergo"] = {"task": RECONCILE, "schedule": settings.reconcile_seconds}
     popped_messages_survive_a_broken_connection()
+    channels_reuse_their_client()
     return {
         "broker_url": broker_url(settings),
         "broker_transport_options": {

@@ -54,3 +54,21 @@ def test_a_message_taken_off_the_queue_as_the_connection_breaks_is_given_back(
         assert got == [{"n": 1}]
         assert redis_client.llen(QUEUE) == 0 and not redis_client.hlen("unacked")
     assert not broker._held_messages
+
+
+def test_a_channel_keeps_one_client_until_its_pool_is_replaced(redis_client: redis.Redis) -> None:
+    """Acks and publishes share the channel's client (kombu made one per call); a new pool gets a new one."""
+    broker.channels_reuse_their_client()
+    queue = Queue(QUEUE, routing_key=QUEUE)
+    with Connection(REDIS_URL) as connection:
+        channel = connection.channel()
+        with channel.conn_or_acquire() as first, channel.conn_or_acquire() as second:
+            assert first is second
+        Producer(channel).publish({"n": 2}, routing_key=QUEUE, declare=[queue])
+        assert redis_client.llen(QUEUE) == 1  # the shared client still talks to Redis
+
+        channel._disconnect_pools()  # what kombu does when it reconnects
+        with channel.conn_or_acquire() as after_reconnect:
+            assert after_reconnect is not first
+            assert after_reconnect.connection_pool is channel.pool
+            assert after_reconnect.llen(QUEUE) == 1
