@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -73,8 +74,15 @@ class AppointmentEvent:
 
     def fingerprint(self) -> str:
         """Identical for every delivery of the same event (meetergo sends no delivery id)."""
-        identity = {k: v for k, v in self.to_dict().items() if k not in ("received_at", "seq")}
-        return fingerprint_of(json.dumps(identity, sort_keys=True, separators=(",", ":")))
+        return self._stored_form[1]
+
+    @cached_property
+    def _stored_form(self) -> tuple[str, str]:
+        # The stored JSON and the fingerprint from one `to_dict`: the intake needs both, and the fold sorts by
+        # the fingerprint (computed once per event, not per comparison). A frozen dataclass: it cannot go stale.
+        data = self.to_dict()
+        identity = {k: v for k, v in data.items() if k not in ("received_at", "seq")}
+        return _canonical(data), fingerprint_of(_canonical(identity))
 
     @property
     def effective_at(self) -> datetime | None:
@@ -86,7 +94,7 @@ class AppointmentEvent:
 
     def to_json(self) -> str:
         """The stored form: canonical JSON (sorted keys), so equal events serialize to equal text."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return self._stored_form[0]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -128,6 +136,10 @@ class AppointmentEvent:
             received_at=_parse(data.get("received_at")),
             seq=data.get("seq"),
         )
+
+
+def _canonical(data: dict[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 def fingerprint_of(canonical_json: str) -> str:

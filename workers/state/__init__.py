@@ -8,6 +8,7 @@ that must not interleave run as Lua scripts, so that every process (web, workers
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import secrets
 import time
@@ -397,6 +398,7 @@ class Store:
         stored = event.to_json()
         fingerprint = event.fingerprint()
         now = time.time()
+        stamp = now_utc_millis()
         keys = [
             self.keys.delivery(fingerprint),
             self.keys.appointment(appointment_id),
@@ -412,8 +414,8 @@ class Store:
             DELIVERY_DEDUPE_SECONDS,
             fingerprint,
             stored,
-            json.dumps({"at": now_utc_millis(), "event": event.kind, "detail": history}),
-            now_utc_millis(),
+            json.dumps({"at": stamp, "event": event.kind, "detail": history}),
+            stamp,
             int(now),
             task_message,
             metric_field("meetbridge_deliveries_total", status="duplicate"),
@@ -671,6 +673,8 @@ class Lease:
         self.extended_at = time.monotonic()
 
 
+@functools.lru_cache(maxsize=4096)
 def metric_field(name: str, **labels: str) -> str:
     # Shared with workers.metrics, which reads these fields back; kept here so the Lua script can count.
+    # Cached: every count names one, and the label sets are few (statuses, outcomes, APIs).
     return json.dumps([name, sorted(labels.items())], separators=(",", ":"))
