@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from functools import cached_property
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any, Literal
 
 EventKind = Literal["booking_created", "booking_rescheduled", "booking_cancelled", "readback"]

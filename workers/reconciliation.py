@@ -24,6 +24,7 @@ from workers.wiring import Services
 log = logging.getLogger(__name__)
 
 USERS_CACHE_SECONDS = 3600
+READBACK = ReadbackSchema()  # built once: a schema deep-copies its fields when built
 
 
 class HostDirectory:
@@ -65,7 +66,7 @@ class HostDirectory:
 def to_event(directory: HostDirectory, raw: dict[str, Any], read_at: datetime) -> AppointmentEvent | None:
     """A read-back as an event, or None (logged) when meetergo's object cannot be understood."""
     try:
-        data = ReadbackSchema().load(raw)
+        data = READBACK.load(raw)
     except ValidationError as error:
         log.warning("meetergo appointment %s could not be read: %s", raw.get("id"), error.messages)
         return None

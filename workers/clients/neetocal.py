@@ -37,6 +37,14 @@ from workers.clients.errors import APIError, NotConfigured, NotFound, SlotUnavai
 from workers.clients.paging import numbered_pages
 
 PAGE_SIZE = 100
+
+# One instance of each schema, reused: building one deep-copies its fields, which cost more than the load itself
+# (bench/profile_worker showed Schema.__init__ on every API answer).
+BOOKING_REQUEST = BookingRequestSchema()
+BOOKING_RESPONSE = BookingResponseSchema()
+LINK_REQUEST = LinkRequestSchema()
+LINK_RESPONSE = LinkResponseSchema()
+RESCHEDULE_REQUEST = RescheduleRequestSchema()
 T = TypeVar("T")
 
 
@@ -122,7 +130,7 @@ class NeetoCalClient(ApiClient):
     def find_link(self, host_email: str, slug: str) -> Link | None:
         for item in self._pages(self.routes.links, "list_links", "meetings", host_email=host_email):
             if item.get("slug") == slug:
-                return LinkResponseSchema().load(item)
+                return LINK_RESPONSE.load(item)
         return None
 
     def create_link(self, spec: LinkSpec) -> Link:
@@ -130,8 +138,8 @@ class NeetoCalClient(ApiClient):
         if self.template_id and not spec.template_id:
             spec = replace(spec, template_id=self.template_id)
         response = self.request("POST", self.routes.links, operation="create_link",
-                                json=LinkRequestSchema().dump(spec))
-        return LinkResponseSchema().load(_unwrap(response.json(), "meeting"))
+                                json=LINK_REQUEST.dump(spec))
+        return LINK_RESPONSE.load(_unwrap(response.json(), "meeting"))
 
     def set_mirror_availability(self, link: Link) -> None:
         """v2: no public hours (bookings override them), so a stranger cannot book the host on a mirror link.
@@ -169,7 +177,7 @@ class NeetoCalClient(ApiClient):
         booking = replace(booking, override_availability=self.routes.override_availability)
 
         def send(time_format: str) -> Booking:
-            body = {**BookingRequestSchema().dump(booking), **slot_fields(booking.start, booking.time_zone,
+            body = {**BOOKING_REQUEST.dump(booking), **slot_fields(booking.start, booking.time_zone,
                                                                           time_format)}
             response = self.request("POST", self.routes.bookings, operation="create_booking", json=body)
             return _booking(response.json())
@@ -182,7 +190,7 @@ class NeetoCalClient(ApiClient):
         dropped it (no question on the form has the field code `field`), the one without that answer which
         starts at `starts_at` (UTC `Z`) with `host_email`: one host holds one booking at a time."""
         for item in self._pages(self.routes.bookings, "list_bookings", "bookings", client_email=client_email):
-            booking = BookingResponseSchema().load(item)
+            booking = BOOKING_RESPONSE.load(item)
             if booking.status == "cancelled":
                 continue
             if answer in booking.answers:
@@ -201,7 +209,7 @@ class NeetoCalClient(ApiClient):
         booking = replace(booking, override_availability=self.routes.override_availability)
 
         def send(time_format: str) -> Booking:
-            body = {**RescheduleRequestSchema().dump(booking), **slot_fields(booking.start, booking.time_zone,
+            body = {**RESCHEDULE_REQUEST.dump(booking), **slot_fields(booking.start, booking.time_zone,
                                                                              time_format)}
             # Not repeated within the call: after a lost answer the sync first reads the booking back.
             return _booking(self._update_booking(sid, body, "reschedule_booking").json())
@@ -307,7 +315,7 @@ def _unwrap(body: Any, *keys: str) -> dict[str, Any]:
 def _booking(body: Any) -> Booking:
     # v1 documents the booking object itself; the v2 reference does not show the answer of create and
     # update, so a `{"booking": {...}}` wrapper is read too.
-    return BookingResponseSchema().load(_unwrap(body, "booking"))
+    return BOOKING_RESPONSE.load(_unwrap(body, "booking"))
 
 
 def _template(item: dict[str, Any]) -> Template:

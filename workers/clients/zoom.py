@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 TOKEN_RENEW_MARGIN_SECONDS = 60  # renew this long before the token expires
 INVALID_TOKEN = 124
 MEETING_NOT_FOUND = 3001
+
+# One instance of each schema, reused: building one deep-copies its fields, which cost more than the load itself
+# (bench/profile_worker showed Schema.__init__ on every API answer).
+MEETING_REQUEST = MeetingRequestSchema()
+MEETING_RESPONSE = MeetingResponseSchema()
 LIGHT, MEDIUM = "light", "medium"
 OPERATION_LABELS = {
     "create_meeting": MEDIUM,
@@ -212,18 +217,18 @@ class ZoomClient(ApiClient):
         self.quota.spend(host)
         # Never repeated within the call: a retry must first look for what this attempt may have created.
         response = self._call("POST", f"users/{_user_path(host)}/meetings", "create_meeting", host=host, retries=0,
-                              json=MeetingRequestSchema().dump(spec))
-        return MeetingResponseSchema().load(response.json())
+                              json=MEETING_REQUEST.dump(spec))
+        return MEETING_RESPONSE.load(response.json())
 
     def get_meeting(self, meeting_id: int) -> ZoomMeeting:
         response = self._call("GET", f"meetings/{meeting_id}", "get_meeting")
-        return MeetingResponseSchema().load(response.json())
+        return MEETING_RESPONSE.load(response.json())
 
     def update_meeting(self, meeting_id: int, spec: MeetingSpec, *, host: str) -> None:
         self.quota.spend(host)
         # One send per quota unit spent; the sync retries later if it fails.
         self._call("PATCH", f"meetings/{meeting_id}", "update_meeting", host=host, retries=0,
-                   json=MeetingRequestSchema().dump(spec))
+                   json=MEETING_REQUEST.dump(spec))
 
     def delete_meeting(self, meeting_id: int, *, notify: bool) -> bool:
         """Delete the meeting; False if Zoom no longer had it (which is just as good)."""
@@ -238,7 +243,7 @@ class ZoomClient(ApiClient):
     def find_meeting(self, host: str, appointment_id: str, start_time: str | None = None) -> ZoomMeeting | None:
         """The host's scheduled meeting that an earlier attempt made for this appointment, if any: its agenda
         ends in the appointment's marker; of several, the one at `start_time` (Zoom's UTC form) first."""
-        found = [MeetingResponseSchema().load(item) for item in self._list_meetings(host)
+        found = [MEETING_RESPONSE.load(item) for item in self._list_meetings(host)
                  if carries_marker(item.get("agenda"), appointment_id)]
         found.sort(key=lambda meeting: meeting.start_time != start_time)
         return found[0] if found else None
