@@ -165,6 +165,9 @@ def logging_dict(level: str = "INFO", fmt: str = "json", stream: Any = "ext://sy
             "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
             "httpx": {"level": "WARNING"},
             "httpcore": {"level": "WARNING"},
+            # Celery's "Task ... received" line: one per task, and the "succeeded in" line that follows says more
+            # (outcome, time). Kept at DEBUG; at INFO it was a third of a worker's log lines and their CPU.
+            "celery.worker.strategy": {"level": "DEBUG" if level == "DEBUG" else "WARNING"},
         },
     }
 

@@ -83,6 +83,8 @@ def test_worker_logs_are_json_with_the_appointment_on_every_line_of_its_sync(sta
     sync_lines = [r for r in records if r["name"].startswith("workers.") or r["name"] == "celery.app.trace"]
     assert len(sync_lines) >= 4
     assert all(r.get("appointment_id") == appt["id"] and r.get("task_id") for r in sync_lines), sync_lines
+    # At INFO, one Celery line per task: "succeeded in" (outcome and time), not also "received" (#11).
+    assert not [r for r in records if r["name"] == "celery.worker.strategy"]
 
 
 def test_metrics_after_a_sync(stack: Stack, sims: Sims) -> None:
