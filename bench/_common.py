@@ -32,8 +32,8 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
 BENCHMARKS = ROOT / "BENCHMARKS.md"
-SECTION_ORDER = ("ingest", "ingest_replicas", "worker_cost", "profile_worker", "pipeline", "pipeline_business",
-                 "pipeline_free", "refresh", "recovery", "failover", "retention", "host_page")
+SECTION_ORDER = ("ingest", "ingest_replicas", "worker_cost", "floors", "profile_worker", "pipeline",
+                 "pipeline_business", "pipeline_free", "refresh", "recovery", "failover", "retention", "host_page")
 
 WEBHOOK_TOKEN = "bench-webhook-token-0123456789"
 SECRET_KEY = "bench-secret-key-0123456789abcdef"
