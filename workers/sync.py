@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from meetbridge.config import Settings
-from schemas.events import Attendee
+from schemas.events import AppointmentEvent, Attendee
 from schemas.neetocal import Booking, BookingRequest, Link, LinkSpec
 from schemas.times import epoch_of, parse_utc
 from schemas.zoom import TOPIC_LIMIT, MeetingSpec, ZoomMeeting, agenda_marker, one_line, zoom_time
@@ -99,13 +99,16 @@ def place_of(desired: Desired) -> str:
 class AppointmentSync:
     """One run of the sync for one appointment, under its lock."""
 
-    def __init__(self, services: Services, appointment_id: str, lease: Lease) -> None:
+    def __init__(self, services: Services, appointment_id: str, lease: Lease, record: AppointmentRecord | None,
+                 events: list[AppointmentEvent]) -> None:
+        """`record` and `events`: as read under the lock (Store.start_sync)."""
         self.services = services
         self.settings = services.settings
         self.store = services.store
         self.appointment_id = appointment_id
         self.lease = lease
-        self.record = self.store.load(appointment_id) or AppointmentRecord(appointment_id)
+        self.record = record or AppointmentRecord(appointment_id)
+        self.events = events
         self.start_urls = StartUrls(services)
         # Set changes the run decided on that only its last write carries (read by `doctor`, not by a sync).
         self.sets_at_end: dict[str, float | None] = {}
@@ -137,7 +140,7 @@ class AppointmentSync:
 
     # --- what the appointment is now ---------------------------------------------------------------------
     def desired(self) -> Desired | None:
-        events = self.store.events(self.appointment_id)
+        events = list(self.events)
         if self.settings.meetergo_readback and needs_confirmation(events):
             # booking_cancelled also fires when one attendee leaves a group booking: ask before deleting.
             confirmed = read_back(self.services, self.appointment_id)

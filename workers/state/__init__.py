@@ -12,7 +12,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -695,17 +695,48 @@ class Store:
             yield member
 
     # --- per-appointment lock ----------------------------------------------------------------------------
-    @contextmanager
-    def lock(self, appointment_id: str, ttl_seconds: float) -> Iterator[Lease]:
+    def lock(self, appointment_id: str, ttl_seconds: float) -> AbstractContextManager[Lease]:
         """Syncs of one appointment never run at once; a crashed holder's lock expires after `ttl_seconds`."""
         lease = Lease(self, self.keys.lock(appointment_id), ttl_seconds)
-        if not self.client.set(lease.key, lease.token, nx=True, px=lease.ttl_ms):
+        taken = self.client.set(lease.key, lease.token, nx=True, px=lease.ttl_ms)
+        return self.held(appointment_id, lease if taken else None)
+
+    def start_sync(self, appointment_id: str, lock_ttl_seconds: float) -> SyncStart:
+        """A sync's first round trip: the appointment leaves the deferred schedule (this is its sync), its lock
+        is tried, and its record and events are read. The reads come after the lock in the pipeline, so when it
+        was taken they are what its holder would read next; when it was not, the record still tells the retry
+        policy how many attempts failed."""
+        lease = Lease(self, self.keys.lock(appointment_id), lock_ttl_seconds)
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.zrem(self.keys.deferred_schedule, appointment_id)
+            pipe.set(lease.key, lease.token, nx=True, px=lease.ttl_ms)
+            pipe.hgetall(self.keys.appointment(appointment_id))
+            pipe.hvals(self.keys.events(appointment_id))
+            _, taken, raw, events = pipe.execute()
+        return SyncStart(lease=lease if taken else None,
+                         record=AppointmentRecord.from_hash(appointment_id, raw) if raw else None,
+                         events=[AppointmentEvent.from_dict(json.loads(item)) for item in events])
+
+    @contextmanager
+    def held(self, appointment_id: str, lease: Lease | None) -> Iterator[Lease]:
+        """The appointment's lock while `lease` holds it (AppointmentBusy when another holder has it: None), let
+        go on leaving."""
+        if lease is None:
             raise AppointmentBusy(appointment_id)
         try:
             yield lease
         finally:
             if not lease.released:  # a sync's last write lets it go itself
                 self._release_lock(keys=[lease.key], args=[lease.token])
+
+
+@dataclass
+class SyncStart:
+    """What a sync starts from (Store.start_sync)."""
+
+    lease: Lease | None  # None: another worker holds the appointment's lock
+    record: AppointmentRecord | None
+    events: list[AppointmentEvent]
 
 
 class Lease:
