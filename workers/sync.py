@@ -112,6 +112,7 @@ class AppointmentSync:
         self.start_urls = StartUrls(services)
         # Set changes the run decided on that only its last write carries (read by `doctor`, not by a sync).
         self.sets_at_end: dict[str, float | None] = {}
+        self.unsaved: dict[str, Any] = {}  # save_later's changes, for the next write to carry
 
     def run(self) -> str:
         """Converge and return the outcome: "synced" or "cancelled"."""
@@ -177,7 +178,7 @@ class AppointmentSync:
             # The old host's link dies with the meeting; the new host gets a new one on their page.
             self.record.host_link_version = self.store.revoke_host_link(self.appointment_id)
             put_back = False
-        self.save(ends_at=desired.end.isoformat() if desired.end else None)
+        self.save_later(ends_at=desired.end.isoformat() if desired.end else None)
         if drift == "gone":
             self.forget_zoom()  # made again below; the NeetoCal booking then follows the new join URL
         if not self.record.zoom_meeting_id:
@@ -311,8 +312,8 @@ class AppointmentSync:
         self.save(zoom_meeting_id=None, zoom_host=None, zoom_join_url=None, zoom_start=None, zoom_duration=None,
                   zoom_topic=None, zoom_timezone=None, zoom_alt_hosts=None, zoom_start_url=None,
                   zoom_start_url_expires_at=None, zoom_create_pending=None, zoom_update_pending=None,
-                  zoom_drift=None, refresh_error=None, zoom_owner=None, zoom_external=None, zoom_kept=None)
-        self.store.refresh.remove(self.appointment_id)
+                  zoom_drift=None, refresh_error=None, zoom_owner=None, zoom_external=None, zoom_kept=None,
+                  sets={self.store.refresh.key: None})  # no meeting, no start_url to refresh
 
     # --- NeetoCal ----------------------------------------------------------------------------------------
     def ensure_neetocal(self, desired: Desired) -> None:
@@ -530,7 +531,7 @@ class AppointmentSync:
     def cancel(self, desired: Desired) -> None:
         if self.record.zoom_meeting_id or self.record.zoom_create_pending or self.record.zoom_owner:
             self.delete_zoom("the appointment was cancelled")
-        self.store.refresh.remove(self.appointment_id)
+        self.sets_at_end[self.store.refresh.key] = None
         bookings = self.bookings(desired)
         reason = desired.cancel_reason or "The appointment was cancelled in meetergo."
         for email in list(bookings):
@@ -561,7 +562,8 @@ class AppointmentSync:
              **values: Any) -> None:
         """Write what changed of the record (nothing when nothing did), under the lock, in one round trip, with the
         history `note` that tells of it and the changes of `sets` that follow it (Store.update_held)."""
-        changed = {name: value for name, value in values.items() if getattr(self.record, name) != value}
+        changed = {**self.unsaved,
+                   **{name: value for name, value in values.items() if getattr(self.record, name) != value}}
         if not changed and note is None and not sets:
             # Progress all the same: keep the lock from lapsing in a long run of calls that change nothing.
             if time.monotonic() - self.lease.extended_at > self.lease.ttl_ms / 3000:
@@ -570,8 +572,18 @@ class AppointmentSync:
         if note is not None:
             log.info("%s: %s", *note)
         self.store.update_held(self.appointment_id, self.lease, note=note, sets=sets, **changed)
+        self.unsaved.clear()
         for name, value in changed.items():
             setattr(self.record, name, value)
+
+    def save_later(self, **values: Any) -> None:
+        """Change the record now, but write the change with the run's next write (at the latest its last): for
+        fields that nothing needs in Redis before then. Saves a round trip; a run that fails in between loses
+        the change, and the next run makes it again."""
+        for name, value in values.items():
+            if getattr(self.record, name) != value:
+                self.unsaved[name] = value
+                setattr(self.record, name, value)
 
     def note(self, event: str, detail: str) -> None:
         """A history entry of its own (one that comes with a record change goes with `save`)."""
@@ -583,7 +595,9 @@ class AppointmentSync:
         appointment settled and retained (Store.finish_sync); the lock is let go with it."""
         meeting_end, keep_until = retention(self.settings, epoch_of(self.record.ends_at), cancelled=cancelled)
         self.store.finish_sync(self.appointment_id, self.lease, outcome, ends_at=meeting_end, keep_until=keep_until,
-                               sets=self.sets_at_end, error=None, waiting_reason=None, resume_at=None)
+                               sets=self.sets_at_end,
+                               **{**self.unsaved, "error": None, "waiting_reason": None, "resume_at": None})
+        self.unsaved.clear()
         self.record.status = outcome
 
 
