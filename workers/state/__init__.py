@@ -702,17 +702,17 @@ class Store:
         return self.held(appointment_id, lease if taken else None)
 
     def start_sync(self, appointment_id: str, lock_ttl_seconds: float) -> SyncStart:
-        """A sync's first round trip: the appointment leaves the deferred schedule (this is its sync), its lock
-        is tried, and its record and events are read. The reads come after the lock in the pipeline, so when it
-        was taken they are what its holder would read next; when it was not, the record still tells the retry
-        policy how many attempts failed."""
+        """A sync's first round trip: its lock is tried, the appointment leaves the deferred schedule (this is
+        its sync, lock or not), and its record and events are read. The reads come after the lock in the
+        pipeline, so when it was taken they are what its holder would read next; when it was not, the record
+        still tells the retry policy how many attempts failed."""
         lease = Lease(self, self.keys.lock(appointment_id), lock_ttl_seconds)
         with self.client.pipeline(transaction=False) as pipe:
-            pipe.zrem(self.keys.deferred_schedule, appointment_id)
             pipe.set(lease.key, lease.token, nx=True, px=lease.ttl_ms)
+            pipe.zrem(self.keys.deferred_schedule, appointment_id)
             pipe.hgetall(self.keys.appointment(appointment_id))
             pipe.hvals(self.keys.events(appointment_id))
-            _, taken, raw, events = pipe.execute()
+            taken, _, raw, events = pipe.execute()
         return SyncStart(lease=lease if taken else None,
                          record=AppointmentRecord.from_hash(appointment_id, raw) if raw else None,
                          events=[AppointmentEvent.from_dict(json.loads(item)) for item in events])
