@@ -16,16 +16,32 @@ from workers.state import KEYS
 # each caller takes the next free slot and is told how long to wait for it (first come, first served, one
 # Redis call per request), or -1 when that is beyond the longest acceptable wait. Redis's own clock is used so
 # that workers on different hosts agree.
-_RESERVE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local interval, tolerance, longest = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local wait = math.max(0, tat - tolerance - now)
-if wait > longest then return -1 end
-local next_tat = tat + interval
-redis.call('SET', KEYS[1], next_tat, 'PX', math.ceil(next_tat - now + 1000))
+_RESERVE_FUNCTION = """
+local function reserve(key, interval, tolerance, longest)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then tat = now end
+  local wait = math.max(0, tat - tolerance - now)
+  if wait > longest then return -1 end
+  local next_tat = tat + interval
+  redis.call('SET', key, next_tat, 'PX', math.ceil(next_tat - now + 1000))
+  return wait
+end
+"""
+_RESERVE = _RESERVE_FUNCTION + """
+return reserve(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
+"""
+# A Zoom create or update spends a unit of the host's daily quota (KEYS[2]) and a slot of the rate budget
+# (KEYS[1]) together, in one round trip: -2 when the quota is spent (no slot is taken), -1 when the slot is too
+# far ahead (no unit is spent: the call is not sent), else the wait in ms.
+_RESERVE_AND_SPEND = _RESERVE_FUNCTION + """
+if tonumber(redis.call('GET', KEYS[2]) or '0') >= tonumber(ARGV[4]) then return -2 end
+local wait = reserve(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
+if wait >= 0 then
+  redis.call('INCR', KEYS[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
+end
 return wait
 """
 
@@ -47,11 +63,25 @@ class RateLimiter:
         self.tolerance_ms = self.interval_ms * (burst - 1)
         self.max_wait_seconds = max_wait_seconds
         self._reserve = client.register_script(_RESERVE)
+        self._reserve_and_spend = client.register_script(_RESERVE_AND_SPEND)
 
     def acquire(self) -> None:
         """Wait for this process's turn in the shared budget."""
-        longest_ms = self.max_wait_seconds * 1000
-        wait_ms = int(self._reserve(keys=[self.key], args=[self.interval_ms, self.tolerance_ms, longest_ms]))
+        self._wait(int(self._reserve(keys=[self.key], args=self._budget())))
+
+    def acquire_spending(self, quota: HostDailyQuota, host: str) -> None:
+        """`acquire`, and spend one unit of the host's daily quota with it (HostDailyQuota.spend), in one round
+        trip; neither is spent when the other is not to be had."""
+        key, day = quota.key(host)
+        found = int(self._reserve_and_spend(keys=[self.key, key], args=[*self._budget(), quota.limit, QUOTA_TTL]))
+        if found == -2:
+            raise quota.exhausted(host, day, "spent by meetbridge")
+        self._wait(found)
+
+    def _budget(self) -> list[float]:
+        return [self.interval_ms, self.tolerance_ms, self.max_wait_seconds * 1000]
+
+    def _wait(self, wait_ms: int) -> None:
         if wait_ms < 0:
             raise BudgetTaken(f"the {self.name} budget is taken for more than {self.max_wait_seconds:.0f}s ahead",
                               retry_after=self.max_wait_seconds)
@@ -71,6 +101,7 @@ def next_utc_midnight(now: datetime | None = None) -> datetime:
     return (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+QUOTA_TTL = 2 * 24 * 3600  # a day's count outlives its day: kept until well past midnight everywhere
 _SPEND = """
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
 if used >= tonumber(ARGV[1]) then return -1 end
@@ -88,23 +119,27 @@ class HostDailyQuota:
         self.limit = limit
         self._spend = client.register_script(_SPEND)
 
-    def spend(self, host: str) -> None:
+    def key(self, host: str) -> tuple[str, datetime]:
+        """The key counting the host's requests today, and the moment that `today` was read."""
         now = datetime.now(UTC)
-        key = KEYS.host_daily(host, now.strftime("%Y%m%d"))
-        if int(self._spend(keys=[key], args=[self.limit, 2 * 24 * 3600])) < 0:
-            raise self._exhausted(host, now, "spent by meetbridge")
+        return KEYS.host_daily(host, now.strftime("%Y%m%d")), now
+
+    def spend(self, host: str) -> None:
+        """Count one request (RateLimiter.acquire_spending counts it with its rate slot)."""
+        key, now = self.key(host)
+        if int(self._spend(keys=[key], args=[self.limit, QUOTA_TTL])) < 0:
+            raise self.exhausted(host, now, "spent by meetbridge")
 
     def exhaust(self, host: str, zoom_status: int | None) -> QuotaParked:
         """Zoom said the host's budget is gone (another app spent it): stop asking until it resets."""
-        now = datetime.now(UTC)
-        self.client.set(KEYS.host_daily(host, now.strftime("%Y%m%d")), self.limit, ex=2 * 24 * 3600)
-        return self._exhausted(host, now, f"Zoom answered {zoom_status}")
+        key, now = self.key(host)
+        self.client.set(key, self.limit, ex=QUOTA_TTL)
+        return self.exhausted(host, now, f"Zoom answered {zoom_status}")
 
     def used(self, host: str) -> int:
-        key = KEYS.host_daily(host, datetime.now(UTC).strftime("%Y%m%d"))
-        return int(self.client.get(key) or 0)
+        return int(self.client.get(self.key(host)[0]) or 0)
 
-    def _exhausted(self, host: str, now: datetime, why: str) -> QuotaParked:
+    def exhausted(self, host: str, now: datetime, why: str) -> QuotaParked:
         resume_at = next_utc_midnight(now)
         return QuotaParked(
             f"Zoom's daily limit of {self.limit} meeting create/update requests for {host} is reached ({why}); "

@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from meetbridge.config import Settings
@@ -82,22 +83,38 @@ class StartUrls:
     def save(self, appointment_id: str, meeting: ZoomMeeting, host: str | None, fetched_at: float,
              meeting_ends_at: float | None) -> float | None:
         """Store a newly fetched start_url and schedule its refresh; returns its expiry."""
-        if not meeting.start_url:
+        fields = self.fields(meeting, host, fetched_at)
+        if not fields:
             return None
-        expires_at = start_url_expiry(meeting.start_url, fetched_at, host, self.settings)
-        self.store.update(appointment_id, zoom_start_url=meeting.start_url, zoom_start_url_expires_at=expires_at,
-                          refresh_error=None)
-        self.schedule(appointment_id, expires_at, meeting_ends_at)
-        return expires_at
+        self.store.update(appointment_id, **fields)
+        self.schedule(appointment_id, fields["zoom_start_url_expires_at"], meeting_ends_at)
+        return fields["zoom_start_url_expires_at"]
+
+    def fields(self, meeting: ZoomMeeting, host: str | None, fetched_at: float) -> dict[str, Any]:
+        """The record's fields for a newly fetched start_url (none when Zoom gave none)."""
+        if not meeting.start_url:
+            return {}
+        return {"zoom_start_url": meeting.start_url,
+                "zoom_start_url_expires_at": start_url_expiry(meeting.start_url, fetched_at, host, self.settings),
+                "refresh_error": None}
+
+    def refresh_due(self, expires_at: float, meeting_ends_at: float | None) -> float | None:
+        """When the start_url's refresh is due; None when it stays valid until the meeting is over."""
+        due = expires_at - self.settings.start_url_refresh_lead_seconds
+        return None if meeting_ends_at is not None and due >= meeting_ends_at else due
 
     def schedule(self, appointment_id: str, expires_at: float, meeting_ends_at: float | None) -> None:
         """Put the meeting's next refresh on the schedule, or take it off when none is needed before it ends.
         Called again whenever the meeting moves."""
-        due = expires_at - self.settings.start_url_refresh_lead_seconds
-        if meeting_ends_at is not None and due >= meeting_ends_at:
-            self.store.refresh.remove(appointment_id)  # it stays valid until the meeting is over
+        due = self.refresh_due(expires_at, meeting_ends_at)
+        if due is None:
+            self.store.refresh.remove(appointment_id)
         else:
             self.store.refresh.put(appointment_id, due)
+
+    def schedule_change(self, expires_at: float, meeting_ends_at: float | None) -> dict[str, float | None]:
+        """`schedule` as a change for a held write to carry (Store.update_held's `sets`)."""
+        return {self.store.refresh.key: self.refresh_due(expires_at, meeting_ends_at)}
 
     def refresh(self, appointment_id: str, *, force: bool = False) -> str:
         """Fetch a new start_url if the stored one is due; returns what happened."""

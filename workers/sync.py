@@ -14,11 +14,12 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from schemas.events import Attendee
+from meetbridge.config import Settings
+from schemas.events import AppointmentEvent, Attendee
 from schemas.neetocal import Booking, BookingRequest, Link, LinkSpec
 from schemas.times import epoch_of, parse_utc
 from schemas.zoom import TOPIC_LIMIT, MeetingSpec, ZoomMeeting, agenda_marker, one_line, zoom_time
@@ -28,7 +29,7 @@ from workers.desired import Desired, answering, fold, needs_confirmation
 from workers.host_pages import HostPages
 from workers.reconciliation import read_back
 from workers.start_urls import StartUrls
-from workers.state import AppointmentRecord, Lease
+from workers.state import AppointmentRecord, Lease, Note
 from workers.state.caches import LinkCache
 from workers.wiring import Services
 
@@ -98,14 +99,20 @@ def place_of(desired: Desired) -> str:
 class AppointmentSync:
     """One run of the sync for one appointment, under its lock."""
 
-    def __init__(self, services: Services, appointment_id: str, lease: Lease) -> None:
+    def __init__(self, services: Services, appointment_id: str, lease: Lease, record: AppointmentRecord | None,
+                 events: list[AppointmentEvent]) -> None:
+        """`record` and `events`: as read under the lock (Store.start_sync)."""
         self.services = services
         self.settings = services.settings
         self.store = services.store
         self.appointment_id = appointment_id
         self.lease = lease
-        self.record = self.store.load(appointment_id) or AppointmentRecord(appointment_id)
+        self.record = record or AppointmentRecord(appointment_id)
+        self.events = events
         self.start_urls = StartUrls(services)
+        # Set changes the run decided on that only its last write carries (read by `doctor`, not by a sync).
+        self.sets_at_end: dict[str, float | None] = {}
+        self.unsaved: dict[str, Any] = {}  # save_later's changes, for the next write to carry
 
     def run(self) -> str:
         """Converge and return the outcome: "synced" or "cancelled"."""
@@ -129,16 +136,12 @@ class AppointmentSync:
             self.ensure_neetocal(desired)
             outcome = "synced"
         HostPages(self.services).record_sync(self.appointment_id, desired, self.record, outcome)
-        self.save(status=outcome, error=None, waiting_reason=None, resume_at=None)
-        self.store.clear_failure(self.appointment_id)
-        self.store.note(self.appointment_id, outcome)
-        # Last: every write above may create a key, and each must carry the expiry.
-        retain(self.services, self.appointment_id, epoch_of(self.record.ends_at), cancelled=desired.cancelled)
+        self.finish(outcome, cancelled=desired.cancelled)
         return outcome
 
     # --- what the appointment is now ---------------------------------------------------------------------
     def desired(self) -> Desired | None:
-        events = self.store.events(self.appointment_id)
+        events = list(self.events)
         if self.settings.meetergo_readback and needs_confirmation(events):
             # booking_cancelled also fires when one attendee leaves a group booking: ask before deleting.
             confirmed = read_back(self.services, self.appointment_id)
@@ -175,7 +178,7 @@ class AppointmentSync:
             # The old host's link dies with the meeting; the new host gets a new one on their page.
             self.record.host_link_version = self.store.revoke_host_link(self.appointment_id)
             put_back = False
-        self.save(ends_at=desired.end.isoformat() if desired.end else None)
+        self.save_later(ends_at=desired.end.isoformat() if desired.end else None)
         if drift == "gone":
             self.forget_zoom()  # made again below; the NeetoCal booking then follows the new join URL
         if not self.record.zoom_meeting_id:
@@ -204,11 +207,11 @@ class AppointmentSync:
                 self.save(zoom_kept=_update_marker(spec), zoom_update_pending=None)
                 self.note("zoom_meeting_kept", f"meeting {meeting_id}: Zoom said {error.message} ({error.code})")
                 return
-            self.save(**_applied(spec), zoom_update_pending=None, zoom_kept=None)
-            self.note("zoom_meeting_updated", f"meeting {meeting_id} now starts {zoom_time(spec.start_time)}")
-            if self.record.zoom_start_url_expires_at:  # the refresh schedule follows the meeting
-                self.start_urls.schedule(self.appointment_id, self.record.zoom_start_url_expires_at,
-                                         epoch_of(self.record.ends_at))
+            expires_at = self.record.zoom_start_url_expires_at
+            # The refresh schedule follows the meeting.
+            refresh = self.start_urls.schedule_change(expires_at, epoch_of(self.record.ends_at)) if expires_at else {}
+            self.save(**_applied(spec), zoom_update_pending=None, zoom_kept=None, sets=refresh,
+                      note=("zoom_meeting_updated", f"meeting {meeting_id} now starts {zoom_time(spec.start_time)}"))
         if drift:
             self.save(zoom_drift=None)
             self.note("zoom_drift_healed", f"the Zoom meeting was {'made again' if drift == 'gone' else 'put back'}")
@@ -235,12 +238,15 @@ class AppointmentSync:
             self.save(zoom_owner="meetergo", zoom_external=1, zoom_join_url=desired.meeting_link,
                       ends_at=desired.end.isoformat() if desired.end else None)
             return
+        adopted = None
         if self.record.zoom_meeting_id != meeting.id:
-            self.note("zoom_meeting_adopted", f"meetergo's own meeting {meeting.id}, hosted by {meeting.host_email}")
-        self.save(zoom_meeting_id=meeting.id, zoom_host=(meeting.host_email or desired.host.email).lower(),
-                  zoom_join_url=meeting.join_url, **_applied_from_meeting(meeting), zoom_owner="meetergo",
-                  zoom_external=None, zoom_drift=None, ends_at=desired.end.isoformat() if desired.end else None)
-        self.start_urls.save(self.appointment_id, meeting, self.record.zoom_host, fetched_at, ends_at)
+            adopted = ("zoom_meeting_adopted", f"meetergo's own meeting {meeting.id}, hosted by {meeting.host_email}")
+        host = (meeting.host_email or desired.host.email).lower()
+        start_url = self.start_urls.fields(meeting, host, fetched_at)
+        self.save(zoom_meeting_id=meeting.id, zoom_host=host, zoom_join_url=meeting.join_url,
+                  **_applied_from_meeting(meeting), zoom_owner="meetergo", zoom_external=None, zoom_drift=None,
+                  ends_at=desired.end.isoformat() if desired.end else None, **start_url,
+                  sets=self.refresh_change(start_url, ends_at), note=adopted)
 
     def zoom_already_updated(self, meeting_id: int, spec: MeetingSpec) -> ZoomMeeting | None:
         meeting = self.services.zoom.get_meeting(meeting_id)
@@ -258,11 +264,17 @@ class AppointmentSync:
             mark=lambda marker: self.save(zoom_create_pending=marker), look_up=look_up,
             apply=lambda: self.services.zoom.create_meeting(host, spec),
             adopted="meeting created by an earlier attempt")
-        if not adopted:
-            self.note("zoom_meeting_created", f"meeting {meeting.id} hosted by {host}")
+        start_url = self.start_urls.fields(meeting, host, fetched_at)
         self.save(zoom_meeting_id=meeting.id, zoom_host=host, zoom_join_url=meeting.join_url,
-                  **_applied_from_meeting(meeting), zoom_create_pending=None)
-        self.start_urls.save(self.appointment_id, meeting, host, fetched_at, epoch_of(self.record.ends_at))
+                  **_applied_from_meeting(meeting), zoom_create_pending=None, **start_url,
+                  sets=self.refresh_change(start_url, epoch_of(self.record.ends_at)),
+                  note=None if adopted else ("zoom_meeting_created", f"meeting {meeting.id} hosted by {host}"))
+
+    def refresh_change(self, start_url: dict[str, Any], meeting_ends_at: float | None) -> dict[str, float | None]:
+        """The refresh schedule's change for a newly fetched start_url (none when Zoom gave none)."""
+        if not start_url:
+            return {}
+        return self.start_urls.schedule_change(start_url["zoom_start_url_expires_at"], meeting_ends_at)
 
     def zoom_differs(self, spec: MeetingSpec) -> bool:
         return _applied(spec) != {
@@ -300,8 +312,8 @@ class AppointmentSync:
         self.save(zoom_meeting_id=None, zoom_host=None, zoom_join_url=None, zoom_start=None, zoom_duration=None,
                   zoom_topic=None, zoom_timezone=None, zoom_alt_hosts=None, zoom_start_url=None,
                   zoom_start_url_expires_at=None, zoom_create_pending=None, zoom_update_pending=None,
-                  zoom_drift=None, refresh_error=None, zoom_owner=None, zoom_external=None, zoom_kept=None)
-        self.store.refresh.remove(self.appointment_id)
+                  zoom_drift=None, refresh_error=None, zoom_owner=None, zoom_external=None, zoom_kept=None,
+                  sets={self.store.refresh.key: None})  # no meeting, no start_url to refresh
 
     # --- NeetoCal ----------------------------------------------------------------------------------------
     def ensure_neetocal(self, desired: Desired) -> None:
@@ -354,7 +366,7 @@ class AppointmentSync:
         if dropped:
             warnings.append(join_url_dropped_warning(self.settings.neetocal_join_url_field))
         self.save(neetocal_warning="; ".join(warnings) or None)
-        self.store.mark_neetocal_problems(self.appointment_id, join_url_dropped=dropped, refused=refused)
+        self.sets_at_end.update(self.store.neetocal_problem_sets(join_url_dropped=dropped, refused=refused))
 
     def ensure_booking(self, desired: Desired, attendee: Attendee, link: Link, bookings: dict[str, dict[str, Any]],
                        entry: dict[str, Any]) -> Booking | None:
@@ -392,10 +404,10 @@ class AppointmentSync:
                                                       host_email=desired.host.email),
                 apply=lambda: neetocal.create_booking(request),
                 adopted=f"booking of {email} made by an earlier attempt")
-            if not adopted:
-                self.note("neetocal_booking_created", f"booking {booking.sid} of {email} on {link.slug}")
+            created = None if adopted else ("neetocal_booking_created",
+                                            f"booking {booking.sid} of {email} on {link.slug}")
             self.save_booking(bookings, email, sid=booking.sid, slug=link.slug, slot=slot, join_url=join_url,
-                              create_pending=None)
+                              create_pending=None, note=created)
             return booking
         assert held is not None
         if entry.get("slot") == slot and _zoom_utc(held.starts_at) == slot:
@@ -432,15 +444,16 @@ class AppointmentSync:
                   neetocal_slot=None, neetocal_join_url=None)
         return bookings
 
-    def save_booking(self, bookings: dict[str, dict[str, Any]], email: str, **values: Any) -> None:
-        """Record what changed of one attendee's booking (a value of None removes it)."""
+    def save_booking(self, bookings: dict[str, dict[str, Any]], email: str, *, note: Note | None = None,
+                     **values: Any) -> None:
+        """Record what changed of one attendee's booking (a value of None removes it), with its history `note`."""
         entry = bookings.setdefault(email, {"email": email})
         for name, value in values.items():
             if value is None:
                 entry.pop(name, None)
             else:
                 entry[name] = value
-        self.save(neetocal_bookings=json.dumps(bookings, sort_keys=True))
+        self.save(neetocal_bookings=json.dumps(bookings, sort_keys=True), note=note)
 
     def cancel_booking(self, bookings: dict[str, dict[str, Any]], email: str, why: str, reason: str) -> None:
         """Cancel one attendee's booking (one whose create lost its answer is looked for first), and forget it."""
@@ -518,13 +531,13 @@ class AppointmentSync:
     def cancel(self, desired: Desired) -> None:
         if self.record.zoom_meeting_id or self.record.zoom_create_pending or self.record.zoom_owner:
             self.delete_zoom("the appointment was cancelled")
-        self.store.refresh.remove(self.appointment_id)
+        self.sets_at_end[self.store.refresh.key] = None
         bookings = self.bookings(desired)
         reason = desired.cancel_reason or "The appointment was cancelled in meetergo."
         for email in list(bookings):
             self.cancel_booking(bookings, email, "the appointment was cancelled", reason)
         self.save(neetocal_warning=None)
-        self.store.mark_neetocal_problems(self.appointment_id, join_url_dropped=False, refused=False)
+        self.sets_at_end.update(self.store.neetocal_problem_sets(join_url_dropped=False, refused=False))
 
     # --- bookkeeping -------------------------------------------------------------------------------------
     def adopt_or_apply(self, step: str, noted: str | None, marker: str, *, mark: Callable[[str], None],
@@ -545,29 +558,60 @@ class AppointmentSync:
         mark(marker)
         return apply(), False
 
-    def save(self, **values: Any) -> None:
-        """Write what changed of the record (nothing when nothing did), under the lock, in one round trip."""
-        changed = {name: value for name, value in values.items() if getattr(self.record, name) != value}
-        if not changed:
+    def save(self, *, note: Note | None = None, sets: Mapping[str, float | None] | None = None,
+             **values: Any) -> None:
+        """Write what changed of the record (nothing when nothing did), under the lock, in one round trip, with the
+        history `note` that tells of it and the changes of `sets` that follow it (Store.update_held)."""
+        changed = {**self.unsaved,
+                   **{name: value for name, value in values.items() if getattr(self.record, name) != value}}
+        if not changed and note is None and not sets:
             # Progress all the same: keep the lock from lapsing in a long run of calls that change nothing.
             if time.monotonic() - self.lease.extended_at > self.lease.ttl_ms / 3000:
                 self.lease.extend()
             return
-        self.store.update_held(self.appointment_id, self.lease, **changed)
+        if note is not None:
+            log.info("%s: %s", *note)
+        self.store.update_held(self.appointment_id, self.lease, note=note, sets=sets, **changed)
+        self.unsaved.clear()
         for name, value in changed.items():
             setattr(self.record, name, value)
 
+    def save_later(self, **values: Any) -> None:
+        """Change the record now, but write the change with the run's next write (at the latest its last): for
+        fields that nothing needs in Redis before then. Saves a round trip; a run that fails in between loses
+        the change, and the next run makes it again."""
+        for name, value in values.items():
+            if getattr(self.record, name) != value:
+                self.unsaved[name] = value
+                setattr(self.record, name, value)
+
     def note(self, event: str, detail: str) -> None:
+        """A history entry of its own (one that comes with a record change goes with `save`)."""
         log.info("%s: %s", event, detail)
         self.store.note(self.appointment_id, event, detail)
+
+    def finish(self, outcome: str, *, cancelled: bool) -> None:
+        """The run's last write, in one round trip: the outcome and its note, the sets the run decided on, the
+        appointment settled and retained (Store.finish_sync); the lock is let go with it."""
+        meeting_end, keep_until = retention(self.settings, epoch_of(self.record.ends_at), cancelled=cancelled)
+        self.store.finish_sync(self.appointment_id, self.lease, outcome, ends_at=meeting_end, keep_until=keep_until,
+                               sets=self.sets_at_end,
+                               **{**self.unsaved, "error": None, "waiting_reason": None, "resume_at": None})
+        self.unsaved.clear()
+        self.record.status = outcome
 
 
 def retain(services: Services, appointment_id: str, ends_at: float | None, *, cancelled: bool = False) -> None:
     """Keep the appointment's records RETENTION_DAYS past its end, or past now once it is cancelled."""
+    services.store.retain(appointment_id, *retention(services.settings, ends_at, cancelled=cancelled))
+
+
+def retention(settings: Settings, ends_at: float | None, *, cancelled: bool = False) -> tuple[float | None, float]:
+    """The meeting's end for the ended schedule (None once cancelled: nothing is left to close), and when the
+    appointment's records expire: RETENTION_DAYS past its end, or past now once it is cancelled."""
     now = time.time()
     last_use = now if cancelled or ends_at is None else max(now, ends_at)
-    services.store.retain(appointment_id, None if cancelled else ends_at,
-                          last_use + services.settings.retention_days * 86400)
+    return (None if cancelled else ends_at), last_use + settings.retention_days * 86400
 
 
 def _applied(spec: MeetingSpec) -> dict[str, Any]:

@@ -53,13 +53,13 @@ def run_sync(services: Services, appointment_id: str) -> Outcome:
     The count of failed attempts lives in the record, not in the task message: a retry may run from the
     deferred schedule or on another worker, and still counts towards SYNC_MAX_RETRIES."""
     store, settings = services.store, services.settings
-    store.deferred.remove(appointment_id)
     lock_ttl = lock_seconds(settings)
-    record = store.load(appointment_id)
+    start = store.start_sync(appointment_id, lock_ttl)
+    record = start.record
     attempt = record.sync_attempts if record else 0
     try:
-        with store.lock(appointment_id, lock_ttl) as lease:
-            status = AppointmentSync(services, appointment_id, lease).run()
+        with store.held(appointment_id, start.lease) as lease:
+            status = AppointmentSync(services, appointment_id, lease, record, start.events).run()
     except AppointmentBusy:
         # Another worker is on it; look again once it is likely done (a crashed holder's lock expires).
         return Outcome("busy", retry_in=min(lock_ttl, 0.5 * 2 ** min(attempt, 6)) + random.uniform(0, 0.5))
@@ -87,7 +87,9 @@ def run_sync(services: Services, appointment_id: str) -> Outcome:
         log.exception("sync crashed")
         store.mark_failed(appointment_id, f"internal error: {type(error).__name__}: {error}")
         return _counted(services, appointment_id, Outcome("failed"), record)
-    return _counted(services, appointment_id, Outcome(status))
+    # The sync's last write settled and retained the appointment: only the count is left.
+    services.metrics.count("meetbridge_syncs_total", outcome=status)
+    return Outcome(status)
 
 
 def park(services: Services, appointment_id: str, resume_at: float, reason: str) -> None:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+import redis
 
 from tests.support import (
     NEETOCAL_VERSIONS,
@@ -16,6 +17,7 @@ from tests.support import (
     meetergo_fixture,
     neetocal_env,
 )
+from workers.state import KEYS
 
 
 def documented_example(days_ahead: int = 10) -> dict:
@@ -33,6 +35,7 @@ def documented_example(days_ahead: int = 10) -> dict:
 
 @pytest.mark.parametrize("neetocal", NEETOCAL_VERSIONS)
 def test_documented_booking_becomes_one_zoom_meeting_and_one_neetocal_booking(make_stack, sims: Sims,
+                                                                              redis_client: redis.Redis,
                                                                               neetocal: str) -> None:
     stack = make_stack(**neetocal_env(sims, neetocal))
     body = documented_example()
@@ -67,6 +70,13 @@ def test_documented_booking_becomes_one_zoom_meeting_and_one_neetocal_booking(ma
     assert view["error"] is None
     assert "start_url" not in json.dumps(view).replace("start_url_expires_at", "")
     assert view.get("warning") is None  # the simulator keeps unknown keys by default
+    # Each change's note was written with it (in one script with the record), in the order they happened.
+    events = [entry["event"] for entry in view["history"]]
+    assert events == ["booking_created", "zoom_meeting_created", "neetocal_link_created", "neetocal_booking_created",
+                      "synced"], events
+    # The meeting's end, which the start_url refresh and the host link read, went with a later write.
+    ends_at = redis_client.hget(KEYS.appointment("appt-uuid-12345"), "ends_at")
+    assert ends_at is not None and datetime.fromisoformat(ends_at) == datetime.fromisoformat(body["end"])
     assert_neetocal_calls_fit(sims, neetocal)
 
 

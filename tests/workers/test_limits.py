@@ -72,3 +72,26 @@ def test_daily_quota_counts_before_spending(redis_client: redis.Redis) -> None:
     assert raised.value.resume_at.hour == 0 and raised.value.resume_at.minute == 0
     quota.spend("other@b.co")  # other hosts keep flowing
     assert quota.used("a@b.co") == 2
+
+
+def test_a_rate_slot_and_a_quota_unit_are_spent_together_or_not_at_all(redis_client: redis.Redis) -> None:
+    quota = HostDailyQuota(redis_client, limit=2)
+    limiter = RateLimiter(redis_client, "test", per_second=1000, max_wait_seconds=0)
+    slot_key = limiter.key
+    limiter.acquire_spending(quota, "a@b.co")
+    assert quota.used("a@b.co") == 1
+    # The next slot is further off than this limiter waits: refused, and the host's unit is kept.
+    slow = RateLimiter(redis_client, "test", per_second=0.01, max_wait_seconds=0)
+    redis_client.delete(slot_key)
+    slow.acquire()  # the next slot is 111 s away
+    with pytest.raises(BudgetTaken):
+        slow.acquire_spending(quota, "a@b.co")
+    assert quota.used("a@b.co") == 1
+    redis_client.delete(slot_key)
+    limiter.acquire_spending(quota, "A@b.co")  # the same host, whatever the case
+    assert quota.used("a@b.co") == 2
+    # The quota spent: refused, and no slot is taken from the others.
+    before = redis_client.get(slot_key)
+    with pytest.raises(QuotaParked):
+        limiter.acquire_spending(quota, "a@b.co")
+    assert redis_client.get(slot_key) == before and quota.used("a@b.co") == 2

@@ -73,6 +73,19 @@ def test_a_permanent_error_fails_the_appointment_into_the_dead_letter_set(servic
     assert services.store.load(ID).error == str(error)
 
 
+def test_a_sync_that_finds_the_lock_held_backs_off_by_the_recorded_attempts(services: Services,
+                                                                           redis_client: redis.Redis) -> None:
+    services.store.update(ID, sync_attempts=3)
+    redis_client.zadd(KEYS.deferred_schedule, {ID: 1})
+    redis_client.set(KEYS.lock(ID), "another worker's token")
+    outcome = tasks.run_sync(services, ID)
+    assert outcome.status == "busy" and outcome.retry_in is not None
+    assert 4.0 <= outcome.retry_in <= 4.5  # 0.5 s doubled per failed attempt, and some jitter
+    assert redis_client.zscore(KEYS.deferred_schedule, ID) is None  # this is its sync, lock or not
+    assert redis_client.get(KEYS.lock(ID)) == "another worker's token"
+    assert services.store.load(ID).status == "pending"
+
+
 def test_retries_run_out_into_failed(services: Services, monkeypatch) -> None:
     failing_with(monkeypatch, APIConnectionError("reset", service="neetocal"))
     assert [tasks.run_sync(services, ID).status for _ in range(3)] == ["retry", "retry", "failed"]

@@ -1,4 +1,4 @@
-"""The state layer: key names, and the move from earlier key names."""
+"""The state layer: key names, the move from earlier key names, and writes under an appointment's lock."""
 
 from __future__ import annotations
 
@@ -63,3 +63,62 @@ def test_a_record_is_written_only_by_the_holder_of_its_lock(redis_client: redis.
         with pytest.raises(AppointmentBusy):
             store.update_held("a1", lease, status="failed")
         assert redis_client.hget(KEYS.appointment("a1"), "status") == "synced"
+
+
+def test_a_held_write_carries_its_note_and_schedule_changes_and_nothing_under_a_lost_lock(
+        redis_client: redis.Redis) -> None:
+    store = Store(redis_client)
+    redis_client.zadd(KEYS.neetocal_refused, {"a1": 1})
+    with store.lock("a1", 30) as lease:
+        store.update_held("a1", lease, note=("zoom_meeting_created", "meeting 7"),
+                          sets={KEYS.refresh_schedule: 1234.5, KEYS.neetocal_refused: None}, zoom_meeting_id=7)
+        assert redis_client.hget(KEYS.appointment("a1"), "zoom_meeting_id") == "7"
+        assert [(e["event"], e["detail"]) for e in store.history("a1")] == [("zoom_meeting_created", "meeting 7")]
+        assert redis_client.zscore(KEYS.refresh_schedule, "a1") == 1234.5
+        assert redis_client.zscore(KEYS.neetocal_refused, "a1") is None
+        redis_client.set(KEYS.lock("a1"), "another worker's token")
+        with pytest.raises(AppointmentBusy):
+            store.update_held("a1", lease, note=("zoom_meeting_updated", "meeting 7"),
+                              sets={KEYS.refresh_schedule: 99.0}, zoom_start="2030-01-01T10:00:00Z")
+    assert redis_client.hget(KEYS.appointment("a1"), "zoom_start") is None
+    assert len(store.history("a1")) == 1
+    assert redis_client.zscore(KEYS.refresh_schedule, "a1") == 1234.5
+    assert redis_client.get(KEYS.lock("a1")) == "another worker's token"  # not ours to release
+
+
+def test_a_syncs_last_write_settles_retains_and_lets_the_lock_go(redis_client: redis.Redis) -> None:
+    store = Store(redis_client)
+    redis_client.zadd(KEYS.pending, {"a1": 1})
+    redis_client.zadd(KEYS.dead_letter, {"a1": 1})
+    redis_client.hset(KEYS.appointment("a1"), mapping={"status": "pending", "sync_attempts": 2, "error": "x"})
+    redis_client.hset(KEYS.events("a1"), "f", "{}")
+    until = int(datetime.now(UTC).timestamp()) + 3600
+    with store.lock("a1", 30) as lease:
+        store.finish_sync("a1", lease, "synced", ends_at=until - 60, keep_until=until,
+                          sets={KEYS.neetocal_join_url_dropped: 5.0}, error=None)
+        assert redis_client.get(KEYS.lock("a1")) is None  # let go with the write, not after it
+        redis_client.set(KEYS.lock("a1"), "the next worker's token")
+    assert redis_client.get(KEYS.lock("a1")) == "the next worker's token"  # left alone on leaving
+    record = redis_client.hgetall(KEYS.appointment("a1"))
+    assert record["status"] == "synced" and "sync_attempts" not in record and "error" not in record
+    assert [e["event"] for e in store.history("a1")] == ["synced"]
+    assert redis_client.zscore(KEYS.pending, "a1") is None and redis_client.zscore(KEYS.dead_letter, "a1") is None
+    assert redis_client.zscore(KEYS.forget_schedule, "a1") == until
+    assert redis_client.zscore(KEYS.ended_schedule, "a1") == until - 60
+    assert redis_client.zscore(KEYS.neetocal_join_url_dropped, "a1") == 5.0
+    for key in (KEYS.appointment("a1"), KEYS.events("a1"), KEYS.history("a1")):
+        assert redis_client.expiretime(key) == until, key
+
+
+def test_a_syncs_last_write_under_a_lost_lock_writes_nothing(redis_client: redis.Redis) -> None:
+    store = Store(redis_client)
+    redis_client.zadd(KEYS.pending, {"a1": 1})
+    redis_client.hset(KEYS.appointment("a1"), mapping={"status": "pending", "sync_attempts": 2})
+    with store.lock("a1", 30) as lease:
+        redis_client.set(KEYS.lock("a1"), "another worker's token")
+        with pytest.raises(AppointmentBusy):
+            store.finish_sync("a1", lease, "synced", ends_at=None, keep_until=2_000_000_000, sets={})
+    assert redis_client.hgetall(KEYS.appointment("a1")) == {"status": "pending", "sync_attempts": "2"}
+    assert store.history("a1") == [] and redis_client.zscore(KEYS.pending, "a1") == 1
+    assert redis_client.zscore(KEYS.forget_schedule, "a1") is None and redis_client.ttl(KEYS.appointment("a1")) == -1
+    assert redis_client.get(KEYS.lock("a1")) == "another worker's token"

@@ -9,6 +9,7 @@ import pytest
 import redis
 import respx
 
+from schemas.zoom import MeetingSpec
 from workers.clients.errors import (
     APIError,
     AuthError,
@@ -19,8 +20,8 @@ from workers.clients.errors import (
     ServerError,
     ValidationFailed,
 )
-from workers.clients.zoom import ZoomAuth, ZoomClient, ZoomOAuth, daily_cap
-from workers.limits import HostDailyQuota
+from workers.clients.zoom import MEDIUM, ZoomAuth, ZoomClient, ZoomOAuth, daily_cap
+from workers.limits import HostDailyQuota, RateLimiter
 from workers.state import SharedToken
 
 API = "https://zoom.test/v2"
@@ -82,6 +83,30 @@ def test_a_refused_token_is_renewed_once_and_the_call_repeated(zoom: ZoomClient,
     assert [call.request.headers["Authorization"] for call in route.calls] == ["Bearer old", "Bearer new"]
     assert ("zoom", "oauth_token", 200) in calls, "the token call is counted like any other"
     assert SharedToken(redis_client).read(0)[0] == "new"
+
+
+@respx.mock
+def test_a_create_spends_one_unit_of_the_hosts_quota_with_its_first_slot_however_many_attempts(
+        redis_client: redis.Redis) -> None:
+    limiter = RateLimiter(redis_client, "zoom:medium", per_second=1000)
+    quota = HostDailyQuota(redis_client, 100)
+    slots: list[str] = []
+    spend = limiter.acquire_spending
+    limiter.acquire = lambda: slots.append("slot")  # type: ignore[method-assign]
+    limiter.acquire_spending = lambda *args: (slots.append("slot and unit"), spend(*args))  # type: ignore[method-assign]
+    zoom = ZoomClient(API, auth=ZoomAuth(SharedToken(redis_client), ZoomOAuth(
+        OAUTH, account_id="acct", client_id="id", client_secret="secret", timeout=5)),
+        limiters={MEDIUM: limiter}, quota=quota, timeout=5)
+    respx.post(OAUTH).mock(side_effect=[grant("old"), grant("new")])
+    respx.post(f"{API}/users/{HOST}/meetings").mock(side_effect=[
+        zoom_error(401, 124, "Invalid access token."),
+        httpx.Response(201, json={"id": 1, "topic": "t", "start_time": "2031-01-01T09:00:00Z", "duration": 30})])
+    spec = MeetingSpec(topic="t", start_time=datetime(2031, 1, 1, 9, tzinfo=UTC), duration=30, timezone="UTC",
+                       agenda="a")
+    assert zoom.create_meeting(HOST, spec).id == 1
+    # Each attempt takes a slot; only the first spends the host's unit, in the same round trip.
+    assert slots == ["slot and unit", "slot"]
+    assert quota.used(HOST) == 1
 
 
 @respx.mock

@@ -10,6 +10,8 @@ import base64
 import logging
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -214,10 +216,10 @@ class ZoomClient(ApiClient):
 
     # --- meetings ----------------------------------------------------------------------------------------
     def create_meeting(self, host: str, spec: MeetingSpec) -> ZoomMeeting:
-        self.quota.spend(host)
         # Never repeated within the call: a retry must first look for what this attempt may have created.
-        response = self._call("POST", f"users/{_user_path(host)}/meetings", "create_meeting", host=host, retries=0,
-                              json=MEETING_REQUEST.dump(spec))
+        with _spending_quota_of(host):
+            response = self._call("POST", f"users/{_user_path(host)}/meetings", "create_meeting", host=host,
+                                  retries=0, json=MEETING_REQUEST.dump(spec))
         return MEETING_RESPONSE.load(response.json())
 
     def get_meeting(self, meeting_id: int) -> ZoomMeeting:
@@ -225,10 +227,10 @@ class ZoomClient(ApiClient):
         return MEETING_RESPONSE.load(response.json())
 
     def update_meeting(self, meeting_id: int, spec: MeetingSpec, *, host: str) -> None:
-        self.quota.spend(host)
         # One send per quota unit spent; the sync retries later if it fails.
-        self._call("PATCH", f"meetings/{meeting_id}", "update_meeting", host=host, retries=0,
-                   json=MEETING_REQUEST.dump(spec))
+        with _spending_quota_of(host):
+            self._call("PATCH", f"meetings/{meeting_id}", "update_meeting", host=host, retries=0,
+                       json=MEETING_REQUEST.dump(spec))
 
     def delete_meeting(self, meeting_id: int, *, notify: bool) -> bool:
         """Delete the meeting; False if Zoom no longer had it (which is just as good)."""
@@ -266,7 +268,14 @@ class ZoomClient(ApiClient):
 
     def before_request(self, operation: str) -> None:
         limiter = self.limiters.get(OPERATION_LABELS.get(operation, LIGHT))
-        if limiter:
+        host = _quota_host.get()
+        if host is not None:
+            _quota_host.set(None)  # one unit per call: the attempt after a renewed token spends none
+            if limiter:
+                limiter.acquire_spending(self.quota, host)
+            else:
+                self.quota.spend(host)
+        elif limiter:
             limiter.acquire()
 
     def _call(self, method: str, path: str, operation: str, *, host: str | None = None,
@@ -304,6 +313,20 @@ class ZoomClient(ApiClient):
             if details:
                 message = f"{message} ({details})"
         return message, code
+
+
+# The host whose daily quota the call under way spends, with its first attempt's rate slot (before_request): one
+# Redis round trip for both. A context variable, as the client is shared by a worker's threads.
+_quota_host: ContextVar[str | None] = ContextVar("zoom_quota_host", default=None)
+
+
+@contextmanager
+def _spending_quota_of(host: str) -> Iterator[None]:
+    token = _quota_host.set(host)
+    try:
+        yield
+    finally:
+        _quota_host.reset(token)
 
 
 def _user_path(email: str) -> str:

@@ -12,8 +12,8 @@ import functools
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -53,6 +53,8 @@ def connect(settings: Settings, *, decode_responses: bool = True, socket_timeout
 
 
 HISTORY_LENGTH = 50
+# A history entry: what happened, and its detail.
+Note = tuple[str, str]
 DELIVERY_DEDUPE_SECONDS = 7 * 24 * 3600
 
 
@@ -217,15 +219,39 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[
 return 0
 """
 
-# Writes fields of a record only while the writer still holds the appointment's lock, extending it: one round
-# trip for what would be a lock check, a MULTI, HSET, HDEL and EXEC. ARGV: token, lock ms, number of pairs to set,
-# the pairs, then the fields to delete.
-_UPDATE_HELD = """
+# Writes one change of an appointment, only while the writer holds its lock: the record's fields, the history
+# note that tells of the change, and the sets and schedules that follow it (the sync's last write also sets the
+# keys' expiry and lets the lock go). One round trip for what was a lock check, a MULTI/HSET/HDEL/EXEC, an
+# LPUSH/LTRIM and a ZADD or ZREM each; and a note or a schedule entry is never written without its record change,
+# nor anything under a lost lock.
+# KEYS: record, lock, history, events, then each set the appointment enters or leaves.
+# ARGV: token, lock ms (0: let the lock go), appointment id, note ('' for none), history length, keys expire at
+# (epoch s, '' to leave them), how many pairs to set, the pairs, how many fields to delete, the fields, then one
+# score per set of KEYS ('' takes the appointment out of it).
+_WRITE_HELD = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-local pairs = tonumber(ARGV[3])
-if pairs > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 4, 3 + 2 * pairs)) end
-if #ARGV > 3 + 2 * pairs then redis.call('HDEL', KEYS[1], unpack(ARGV, 4 + 2 * pairs)) end
+local at = 7
+local pairs = tonumber(ARGV[at])
+if pairs > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, at + 1, at + 2 * pairs)) end
+at = at + 2 * pairs + 1
+local deletes = tonumber(ARGV[at])
+if deletes > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, at + 1, at + deletes)) end
+at = at + deletes
+if ARGV[4] ~= '' then
+  redis.call('LPUSH', KEYS[3], ARGV[4])
+  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[5]) - 1)
+end
+for i = 5, #KEYS do
+  local score = ARGV[at + i - 4]
+  if score == '' then redis.call('ZREM', KEYS[i], ARGV[3]) else redis.call('ZADD', KEYS[i], score, ARGV[3]) end
+end
+-- After the writes: each of these keys may have just been made, and must carry the expiry too.
+if ARGV[6] ~= '' then
+  for i = 1, 4 do
+    if i ~= 2 then redis.call('EXPIREAT', KEYS[i], ARGV[6]) end
+  end
+end
+if ARGV[2] == '0' then redis.call('DEL', KEYS[2]) else redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
 return 1
 """
 
@@ -389,7 +415,7 @@ class Store:
         self._stale_pending = client.register_script(_STALE_PENDING)
         self._release_lock = client.register_script(_RELEASE_LOCK)
         self._extend_lock = client.register_script(_EXTEND_LOCK)
-        self._update_held = client.register_script(_UPDATE_HELD)
+        self._write_held = client.register_script(_WRITE_HELD)
 
     # --- the webhook's one write -------------------------------------------------------------------------
     def record_delivery(self, event: AppointmentEvent, task_message: str, queue: str, history: str) -> bool:
@@ -494,19 +520,43 @@ class Store:
                 pipe.hdel(self.keys.appointment(appointment_id), *to_delete)
             pipe.execute()
 
-    def update_held(self, appointment_id: str, lease: Lease, **values: Any) -> None:
-        """`update`, by the holder of the appointment's lock only (and extending it), in one round trip; raises
-        AppointmentBusy if the lock was lost, writing nothing."""
+    def update_held(self, appointment_id: str, lease: Lease, *, note: Note | None = None,
+                    sets: Mapping[str, float | None] | None = None, **values: Any) -> None:
+        """`update`, by the holder of the appointment's lock only (and extending it), in one round trip, with the
+        history `note` that tells of it and the `sets` that follow it (set key -> the appointment's score there,
+        None to take it out); raises AppointmentBusy if the lock was lost, writing nothing."""
+        self._write(appointment_id, lease, values, note=note, sets=sets or {})
+
+    def finish_sync(self, appointment_id: str, lease: Lease, outcome: str, *, ends_at: float | None,
+                    keep_until: float, sets: Mapping[str, float | None], **values: Any) -> None:
+        """A sync's last write, by the holder of the lock, in one round trip: its outcome, its note and `sets`;
+        the appointment is settled (out of the pending set and the dead letters, its retry count started again)
+        and retained (`retain`); then the lock is let go. Raises AppointmentBusy if the lock was lost, writing
+        nothing."""
+        settled = {self.keys.pending: None, self.keys.dead_letter: None}
+        self._write(appointment_id, lease, {**values, "status": outcome, "sync_attempts": None}, note=(outcome, ""),
+                    sets={**sets, **settled, **self._retention_sets(ends_at, keep_until)}, expire_at=keep_until,
+                    release=True)
+
+    def _write(self, appointment_id: str, lease: Lease, values: Mapping[str, Any], *, note: Note | None,
+               sets: Mapping[str, float | None], expire_at: float | None = None, release: bool = False) -> None:
         to_set = {k: str(v) for k, v in values.items() if v is not None}
         to_set["updated_at"] = now_utc_millis()
         to_delete = [k for k, v in values.items() if v is None]
-        args = [lease.token, lease.ttl_ms, len(to_set), *(x for pair in to_set.items() for x in pair), *to_delete]
-        if not self._update_held(keys=[self.keys.appointment(appointment_id), lease.key], args=args):
+        entry = _history_entry(*note) if note else ""
+        keys = [self.keys.appointment(appointment_id), lease.key, self.keys.history(appointment_id),
+                self.keys.events(appointment_id), *sets]
+        args = [lease.token, 0 if release else lease.ttl_ms, appointment_id, entry, HISTORY_LENGTH,
+                "" if expire_at is None else max(1, int(expire_at)),
+                len(to_set), *(x for pair in to_set.items() for x in pair), len(to_delete), *to_delete,
+                *("" if score is None else score for score in sets.values())]
+        if not self._write_held(keys=keys, args=args):
             raise AppointmentBusy(f"lost the lock {lease.key}")
         lease.extended_at = time.monotonic()
+        lease.released = release
 
     def note(self, appointment_id: str, event: str, detail: str = "") -> None:
-        entry = json.dumps({"at": now_utc_millis(), "event": event, "detail": detail})
+        entry = _history_entry(event, detail)
         # No transaction: each push is trimmed by its own LTRIM or the next one's, whatever interleaves.
         with self.client.pipeline(transaction=False) as pipe:
             pipe.lpush(self.keys.history(appointment_id), entry)
@@ -526,6 +576,13 @@ class Store:
                 pipe.zadd(self.keys.ended_schedule, {appointment_id: ends_at})
             pipe.execute()
 
+    def _retention_sets(self, ends_at: float | None, until: float) -> dict[str, float | None]:
+        """`retain`'s schedule entries, for a write that carries them."""
+        due: dict[str, float | None] = {self.keys.forget_schedule: until}
+        if ends_at is not None and ends_at < until:
+            due[self.keys.ended_schedule] = ends_at
+        return due
+
     def forget_everywhere(self, appointment_ids: list[str]) -> None:
         """Take appointments whose keys are gone (or going) out of every set that lists them."""
         if not appointment_ids:
@@ -537,17 +594,12 @@ class Store:
                 pipe.zrem(key, *appointment_ids)
             pipe.execute()
 
-    def mark_neetocal_problems(self, appointment_id: str, *, join_url_dropped: bool, refused: bool) -> None:
-        """Keep the sets of appointments whose NeetoCal bookings lack their join URL, or that NeetoCal refused
-        (read by `doctor`), in one round trip."""
-        with self.client.pipeline(transaction=False) as pipe:
-            for key, present in ((self.keys.neetocal_join_url_dropped, join_url_dropped),
-                                 (self.keys.neetocal_refused, refused)):
-                if present:
-                    pipe.zadd(key, {appointment_id: time.time()})
-                else:
-                    pipe.zrem(key, appointment_id)
-            pipe.execute()
+    def neetocal_problem_sets(self, *, join_url_dropped: bool, refused: bool) -> dict[str, float | None]:
+        """Where the appointment stands in the sets of appointments whose NeetoCal bookings lack their join URL,
+        or that NeetoCal refused (read by `doctor`): changes for a held write to carry."""
+        now = time.time()
+        return {self.keys.neetocal_join_url_dropped: now if join_url_dropped else None,
+                self.keys.neetocal_refused: now if refused else None}
 
     def join_url_dropped(self, limit: int = 5) -> tuple[int, list[str]]:
         """How many appointments have that warning, and the most recent few of them."""
@@ -645,16 +697,48 @@ class Store:
             yield member
 
     # --- per-appointment lock ----------------------------------------------------------------------------
-    @contextmanager
-    def lock(self, appointment_id: str, ttl_seconds: float) -> Iterator[Lease]:
+    def lock(self, appointment_id: str, ttl_seconds: float) -> AbstractContextManager[Lease]:
         """Syncs of one appointment never run at once; a crashed holder's lock expires after `ttl_seconds`."""
         lease = Lease(self, self.keys.lock(appointment_id), ttl_seconds)
-        if not self.client.set(lease.key, lease.token, nx=True, px=lease.ttl_ms):
+        taken = self.client.set(lease.key, lease.token, nx=True, px=lease.ttl_ms)
+        return self.held(appointment_id, lease if taken else None)
+
+    def start_sync(self, appointment_id: str, lock_ttl_seconds: float) -> SyncStart:
+        """A sync's first round trip: its lock is tried, the appointment leaves the deferred schedule (this is
+        its sync, lock or not), and its record and events are read. The reads come after the lock in the
+        pipeline, so when it was taken they are what its holder would read next; when it was not, the record
+        still tells the retry policy how many attempts failed."""
+        lease = Lease(self, self.keys.lock(appointment_id), lock_ttl_seconds)
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(lease.key, lease.token, nx=True, px=lease.ttl_ms)
+            pipe.zrem(self.keys.deferred_schedule, appointment_id)
+            pipe.hgetall(self.keys.appointment(appointment_id))
+            pipe.hvals(self.keys.events(appointment_id))
+            taken, _, raw, events = pipe.execute()
+        return SyncStart(lease=lease if taken else None,
+                         record=AppointmentRecord.from_hash(appointment_id, raw) if raw else None,
+                         events=[AppointmentEvent.from_dict(json.loads(item)) for item in events])
+
+    @contextmanager
+    def held(self, appointment_id: str, lease: Lease | None) -> Iterator[Lease]:
+        """The appointment's lock while `lease` holds it (AppointmentBusy when another holder has it: None), let
+        go on leaving."""
+        if lease is None:
             raise AppointmentBusy(appointment_id)
         try:
             yield lease
         finally:
-            self._release_lock(keys=[lease.key], args=[lease.token])
+            if not lease.released:  # a sync's last write lets it go itself
+                self._release_lock(keys=[lease.key], args=[lease.token])
+
+
+@dataclass
+class SyncStart:
+    """What a sync starts from (Store.start_sync)."""
+
+    lease: Lease | None  # None: another worker holds the appointment's lock
+    record: AppointmentRecord | None
+    events: list[AppointmentEvent]
 
 
 class Lease:
@@ -666,11 +750,16 @@ class Lease:
         self.token = secrets.token_hex(8)
         self.ttl_ms = int(ttl_seconds * 1000)
         self.extended_at = time.monotonic()  # when the lock was last taken or extended
+        self.released = False
 
     def extend(self) -> None:
         if not self.store._extend_lock(keys=[self.key], args=[self.token, self.ttl_ms]):
             raise AppointmentBusy(f"lost the lock {self.key}")
         self.extended_at = time.monotonic()
+
+
+def _history_entry(event: str, detail: str) -> str:
+    return json.dumps({"at": now_utc_millis(), "event": event, "detail": detail})
 
 
 @functools.lru_cache(maxsize=4096)
