@@ -122,3 +122,28 @@ def test_a_syncs_last_write_under_a_lost_lock_writes_nothing(redis_client: redis
     assert store.history("a1") == [] and redis_client.zscore(KEYS.pending, "a1") == 1
     assert redis_client.zscore(KEYS.forget_schedule, "a1") is None and redis_client.ttl(KEYS.appointment("a1")) == -1
     assert redis_client.get(KEYS.lock("a1")) == "another worker's token"
+
+
+def _redis_process(client: redis.Redis, run_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make `client` see a Redis process with `run_id` (a restart changes it)."""
+    info = client.info
+    monkeypatch.setattr(client, "info", lambda *args, **kwargs: {**info(*args, **kwargs), "run_id": run_id})
+
+
+def test_a_restart_is_seen_even_when_redis_lost_the_run_id_it_was_told(
+        redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stored run id is written a moment before a crash can take it: the process that wrote it remembers."""
+    from workers.state import RedisEpoch
+
+    epoch = RedisEpoch(redis_client, KEYS)
+    _redis_process(redis_client, "a" * 40, monkeypatch)
+    assert not epoch.recently_restarted()  # the first Redis this process sees: nothing to compare with
+
+    redis_client.flushdb()  # the crash took the stored run id with the last second of writes
+    _redis_process(redis_client, "b" * 40, monkeypatch)
+    epoch.check_again()
+    assert epoch.recently_restarted()
+    assert redis_client.get(KEYS.redis_restarted_at)
+
+    fresh = RedisEpoch(redis_client, KEYS)  # another process learns of it from Redis
+    assert fresh.recently_restarted()

@@ -267,11 +267,13 @@ return due
 
 
 # Notes which Redis process (run_id) the service last saw; when it changed, Redis restarted or failed over.
+# ARGV: this Redis's run id, now, and the run id the asking process saw last ('' if none). The stored run id can
+# be lost with the crash's last second (it was written just before): the asking process still remembers it.
 _CHECK_IN = """
 local known = redis.call('GET', KEYS[1])
 if known ~= ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1])
-  if known then redis.call('SET', KEYS[2], ARGV[2]) end
+  if known or (ARGV[3] ~= '' and ARGV[3] ~= ARGV[1]) then redis.call('SET', KEYS[2], ARGV[2]) end
 end
 return redis.call('GET', KEYS[2])
 """
@@ -294,6 +296,7 @@ class RedisEpoch:
         self._check_in = client.register_script(_CHECK_IN)
         self._checked = float("-inf")
         self._restarted_at: float | None = None
+        self._run_id = ""  # the Redis process this one saw last
 
     def check_again(self) -> None:
         """Redis was out of reach: the next question asks it afresh (it may be a new process by then)."""
@@ -303,7 +306,8 @@ class RedisEpoch:
         if time.monotonic() - self._checked >= _EPOCH_CHECK_SECONDS:
             run_id = self.client.info("server")["run_id"]
             found = self._check_in(keys=[self.keys.redis_run_id, self.keys.redis_restarted_at],
-                                   args=[run_id, time.time()])
+                                   args=[run_id, time.time(), self._run_id])
+            self._run_id = run_id
             self._restarted_at = float(found) if found else None
             self._checked = time.monotonic()
         return self._restarted_at is not None and time.time() - self._restarted_at < RESTART_CAREFUL_SECONDS
