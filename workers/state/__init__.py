@@ -444,7 +444,7 @@ class Store:
             DELIVERY_DEDUPE_SECONDS,
             fingerprint,
             stored,
-            json.dumps({"at": stamp, "event": event.kind, "detail": history}),
+            _history_entry(event.kind, history, at=stamp),
             stamp,
             int(now),
             task_message,
@@ -575,14 +575,13 @@ class Store:
             for key in (self.keys.appointment(appointment_id), self.keys.events(appointment_id),
                         self.keys.history(appointment_id)):
                 pipe.expireat(key, max(1, int(until)))
-            pipe.zadd(self.keys.forget_schedule, {appointment_id: until})
-            if ends_at is not None and ends_at < until:
-                pipe.zadd(self.keys.ended_schedule, {appointment_id: ends_at})
+            for schedule, due in self._retention_sets(ends_at, until).items():
+                pipe.zadd(schedule, {appointment_id: due})
             pipe.execute()
 
-    def _retention_sets(self, ends_at: float | None, until: float) -> dict[str, float | None]:
-        """`retain`'s schedule entries, for a write that carries them."""
-        due: dict[str, float | None] = {self.keys.forget_schedule: until}
+    def _retention_sets(self, ends_at: float | None, until: float) -> dict[str, float]:
+        """The schedule entries of a retained appointment (`retain`, or a held write that carries them)."""
+        due: dict[str, float] = {self.keys.forget_schedule: until}
         if ends_at is not None and ends_at < until:
             due[self.keys.ended_schedule] = ends_at
         return due
@@ -762,8 +761,8 @@ class Lease:
         self.extended_at = time.monotonic()
 
 
-def _history_entry(event: str, detail: str) -> str:
-    return json.dumps({"at": now_utc_millis(), "event": event, "detail": detail})
+def _history_entry(event: str, detail: str, at: str | None = None) -> str:
+    return json.dumps({"at": at or now_utc_millis(), "event": event, "detail": detail})
 
 
 @functools.lru_cache(maxsize=4096)
