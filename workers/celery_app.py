@@ -22,8 +22,8 @@ from meetbridge import logs
 from meetbridge.config import ConfigError, Settings, get_settings
 from workers.state.broker import (
     channels_reuse_their_client,
+    closed_channel_fails_as_a_connection_error,
     popped_messages_survive_a_broken_connection,
-    sentinel_channel_fails_as_a_connection_error,
 )
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,6 @@ def broker_url(settings: Settings) -> str:
 def sentinel_options(settings: Settings) -> dict[str, Any]:
     if not settings.redis_sentinels:
         return {}
-    sentinel_channel_fails_as_a_connection_error()
     options: dict[str, Any] = {"master_name": settings.redis_sentinel_master}
     if settings.redis_sentinel_password:
         options["sentinel_kwargs"] = {"password": settings.redis_sentinel_password}
@@ -74,6 +73,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     if settings.meetergo_readback:
         schedule["reconcile-meetergo"] = {"task": RECONCILE, "schedule": settings.reconcile_seconds}
     popped_messages_survive_a_broken_connection()
+    closed_channel_fails_as_a_connection_error()
     channels_reuse_their_client()
     return {
         "broker_url": broker_url(settings),

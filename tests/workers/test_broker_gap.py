@@ -1,4 +1,4 @@
-"""A message that kombu took off the queue just as the broker connection broke goes back to the queue."""
+"""The broker connection breaking: a message kombu took off the queue goes back to it, and the worker carries on."""
 
 from __future__ import annotations
 
@@ -72,3 +72,16 @@ def test_a_channel_keeps_one_client_until_its_pool_is_replaced(redis_client: red
             assert after_reconnect is not first
             assert after_reconnect.connection_pool is channel.pool
             assert after_reconnect.llen(QUEUE) == 1
+
+
+def test_a_channel_whose_connection_was_lost_fails_with_a_connection_error() -> None:
+    """After a lost connection kombu may build a pool from the released connection (an ack, the at-close restore of
+    unacknowledged messages): a connection error, which Celery recovers from, not an AttributeError, which stops
+    the worker for good (seen on a Redis restart: tests/flow/test_resilience.py)."""
+    broker.closed_channel_fails_as_a_connection_error()
+    with Connection(REDIS_URL) as connection:
+        channel = connection.channel()
+        channel._disconnect_pools()
+        channel.connection.client = None  # what the connection's release leaves behind
+        with pytest.raises(redis.ConnectionError), channel.conn_or_acquire():
+            pass

@@ -12,25 +12,26 @@ import redis
 log = logging.getLogger(__name__)
 
 
-def sentinel_channel_fails_as_a_connection_error() -> None:
-    """kombu's Sentinel channel, once a failover broke its connection, builds a new pool from the released
-    connection when a late ack or the at-close restore of unacknowledged messages needs one, and fails with an
-    AttributeError (`conninfo.hostname` of None). That is not a connection error, so Celery stops the worker for
-    good. Raised as the connection error it is, the ack is logged as failed and the message comes back from
-    Redis's unacked set after BROKER_VISIBILITY_TIMEOUT_SECONDS; the consumer reconnects to the new primary."""
-    from kombu.transport.redis import SentinelChannel
+def closed_channel_fails_as_a_connection_error() -> None:
+    """kombu's Redis channel, once a lost connection (a Redis restart, a failover) closed it, builds a new pool from
+    the released connection when a late ack or the at-close restore of unacknowledged messages needs one, and fails
+    with an AttributeError (`conninfo.hostname` of None). That is not a connection error, so Celery stops the
+    worker for good ("Unrecoverable error"). Raised as the connection error it is, the ack is logged as failed and
+    the message comes back from Redis's unacked set after BROKER_VISIBILITY_TIMEOUT_SECONDS; the consumer
+    reconnects. Seen first behind Sentinel, then on a plain Redis restart (tests/flow/test_resilience.py)."""
+    from kombu.transport.redis import Channel
 
-    if getattr(SentinelChannel, "_meetbridge_patched", False):
+    if getattr(Channel, "_meetbridge_checks_connection", False):
         return
-    connparams = SentinelChannel._connparams
+    connparams = Channel._connparams
 
     def checked(self, asynchronous=False):  # type: ignore[no-untyped-def]
         if self.connection is None or self.connection.client is None:
-            raise redis.ConnectionError("the broker connection was closed by a Redis failover")
+            raise redis.ConnectionError("the broker connection was closed when it was lost")
         return connparams(self, asynchronous=asynchronous)
 
-    SentinelChannel._connparams = checked
-    SentinelChannel._meetbridge_patched = True
+    Channel._connparams = checked
+    Channel._meetbridge_checks_connection = True
 
 
 def channels_reuse_their_client() -> None:
