@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
 import redis
 from celery import Celery
 
 from tests.support import REDIS_URL
 from workers.celery_app import app
-from workers.queue import task_message
+from workers.queue import celery_built_message, task_message
 
 
 def test_task_message_matches_what_send_task_publishes(redis_client: redis.Redis) -> None:
@@ -30,3 +31,22 @@ def test_task_message_matches_what_send_task_publishes(redis_client: redis.Redis
         assert built["headers"][key] == published["headers"][key]
     assert built["properties"]["delivery_info"] == published["properties"]["delivery_info"]
     assert base64.b64decode(built["body"]) == base64.b64decode(published["body"])
+
+
+@pytest.mark.parametrize("args", [("a1",), ('quote " and \\ backslash', "ünïcode ✓"), ("@argsrepr@", "@body@")])
+def test_the_message_template_fills_in_exactly_what_celery_builds(args: tuple[str, ...]) -> None:
+    # task_message fills a template cut once from Celery's own message; for the same ids the two must agree.
+    for task_name in ("meetbridge.sync_appointment", "meetbridge.refresh_start_url"):
+        built = json.loads(task_message(app, task_name, args, "mb-test-queue"))
+        reference = celery_built_message(app, task_name, args, "mb-test-queue", built["headers"]["id"],
+                                         built["properties"]["delivery_tag"])
+
+        assert built == reference
+
+
+def test_each_message_has_its_own_task_id_and_delivery_tag() -> None:
+    first, second = (json.loads(task_message(app, "meetbridge.sync_appointment", ("a1",))) for _ in range(2))
+
+    assert first["headers"]["id"] != second["headers"]["id"]
+    assert first["properties"]["delivery_tag"] != second["properties"]["delivery_tag"]
+    assert first["headers"]["root_id"] == first["properties"]["correlation_id"] == first["headers"]["id"]
