@@ -7,12 +7,14 @@ import os
 import re
 import shutil
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from sandbox import meetergo as meetergo_sim
-from tests.support import ROOT, Stack, appointment
+from tests.support import ROOT, Stack, appointment, wait_until
 
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 DASHBOARD = ROOT / "deploy" / "grafana" / "meetbridge.json"
@@ -79,3 +81,49 @@ def test_workers_send_task_events_for_flower() -> None:
 
     config = celery_config(Settings())
     assert config["worker_send_task_events"] and config["task_send_sent_event"]
+
+
+def test_task_events_reach_an_event_receiver_in_batches(stack: Stack, redis_client) -> None:
+    # Flower reads task events with Celery's EventReceiver, capturing in a thread; the worker publishes them
+    # batched (on the task.multi routing key), not one PUBLISH per event.
+    from celery import Celery
+
+    received: list[dict] = []
+    listener = redis_client.pubsub(ignore_subscribe_messages=True)
+    # This stack's database only (pub/sub is server-wide), and the worker's events only (task.sent is a sender's).
+    database = redis_client.connection_pool.connection_kwargs["db"]
+    listener.psubscribe(f"/{database}.celeryev/task.*")
+    monitor = Celery("flower-stand-in", broker=stack.env["REDIS_URL"])
+    with monitor.connection_for_read() as connection:
+        receiver = monitor.events.Receiver(connection, handlers={"*": received.append})
+        capture = threading.Thread(target=receiver.capture, kwargs={"wakeup": False}, daemon=True)
+        capture.start()
+        with monitor.connection_for_write() as probe_connection, \
+                monitor.events.Dispatcher(probe_connection) as probe:
+            wait_until(lambda: probe.send("meetbridge-probe") or any(e["type"] == "meetbridge-probe" for e in received),
+                       message="the receiver to be subscribed")
+        appts = [appointment(hour=9 + n) for n in range(6)]
+        for appt in appts:
+            stack.deliver(meetergo_sim.booking_created(appt))
+        for appt in appts:
+            stack.wait_for_status(appt["id"], "synced")
+
+        def sync_task_events() -> list[str]:
+            syncs = {e["uuid"] for e in list(received) if e.get("name") == "meetbridge.sync_appointment"}
+            return [e["type"] for e in list(received) if e.get("uuid") in syncs]
+
+        wait_until(lambda: sync_task_events().count("task-succeeded") >= len(appts), timeout=15,
+                   message="the syncs' task events")
+        assert {"task-received", "task-started", "task-succeeded"} <= set(sync_task_events())
+        receiver.should_stop = True
+        capture.join(timeout=5)
+    channels = []
+    deadline = time.monotonic() + 2  # every event is published by now; read what the listener was sent
+    while time.monotonic() < deadline:
+        if (message := listener.get_message(timeout=0.1)) is not None:
+            channels.append(message["channel"])
+    listener.close()
+    task_channels = [channel for channel in channels if not channel.endswith("task.sent")]
+    assert task_channels and all(channel.endswith("task.multi") for channel in task_channels), task_channels
+    task_events = [event for event in received if event["type"].startswith("task-")]
+    assert len(task_channels) * 4 <= len(task_events), (len(task_channels), len(task_events))

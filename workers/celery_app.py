@@ -25,6 +25,7 @@ from workers.state.broker import (
     closed_channel_fails_as_a_connection_error,
     popped_messages_survive_a_broken_connection,
 )
+from workers.task_events import BatchedTaskEvents
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ SWEEP_DEFERRED = "meetbridge.sweep_deferred"
 RECONCILE = "meetbridge.reconcile"
 
 app = Celery("meetbridge", include=["workers.tasks"])
+app.steps["consumer"].add(BatchedTaskEvents)
 
 
 def broker_url(settings: Settings) -> str:
@@ -98,8 +100,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_ignore_result": True,
-        # Task events, so that Flower (or `celery events`) shows the syncs as they run; a few small pub/sub
-        # messages per task, not stored.
+        # Task events, so that Flower (or `celery events`) shows the syncs as they run: published in batches
+        # (workers/task_events.py), not stored.
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "task_serializer": "json",
