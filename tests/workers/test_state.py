@@ -147,3 +147,35 @@ def test_a_restart_is_seen_even_when_redis_lost_the_run_id_it_was_told(
 
     fresh = RedisEpoch(redis_client, KEYS)  # another process learns of it from Redis
     assert fresh.recently_restarted()
+
+
+def test_a_lock_a_lost_connection_kept_is_let_go_by_the_next_sync(private_redis) -> None:
+    """Redis went away mid-sync: the lock could not be released, and Redis's restart brings it back from its
+    append-only file, held by nobody. The process's next sync releases it in its first round trip, rather than
+    leaving the appointment busy until the lock lapses."""
+    client = redis.Redis.from_url(private_redis.url, decode_responses=True)
+    store = Store(client)
+    start = store.start_sync("a1", 60)
+    with pytest.raises(redis.ConnectionError), store.held("a1", start.lease):
+        private_redis.stop()
+    private_redis.start()
+    assert client.get(KEYS.lock("a1")) == start.lease.token  # the restart really brought it back
+
+    other = store.start_sync("b2", 60)
+
+    assert other.lease is not None
+    assert client.get(KEYS.lock("a1")) is None
+    assert store.start_sync("a1", 60).lease is not None
+
+
+def test_a_restart_is_seen_at_the_first_question_after_reconnecting(private_redis) -> None:
+    """The epoch is asked at most every few seconds, but a new connection asks afresh: a restart is seen by the
+    next sync even when no task met the outage (the worker was between tasks)."""
+    client = redis.Redis.from_url(private_redis.url, decode_responses=True)
+    store = Store(client)
+    assert not store.epoch.recently_restarted()  # the Redis process it knows
+    private_redis.stop()
+    private_redis.start()
+    client.ping()  # the sync's first round trip: a new connection
+
+    assert store.epoch.recently_restarted()

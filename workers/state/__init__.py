@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import json
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
@@ -297,6 +298,13 @@ class RedisEpoch:
         self._checked = float("-inf")
         self._restarted_at: float | None = None
         self._run_id = ""  # the Redis process this one saw last
+        # Every new connection may reach a new Redis process (a restart, a failover): the next question then
+        # asks afresh, however recently it was asked. A sync's first round trip comes before its question.
+        client.connection_pool.connection_kwargs["redis_connect_func"] = self._connected
+
+    def _connected(self, connection: redis.connection.AbstractConnection) -> None:
+        connection.on_connect()  # what redis-py does when no function is given
+        self.check_again()
 
     def check_again(self) -> None:
         """Redis was out of reach: the next question asks it afresh (it may be a new process by then)."""
@@ -420,6 +428,11 @@ class Store:
         self._release_lock = client.register_script(_RELEASE_LOCK)
         self._extend_lock = client.register_script(_EXTEND_LOCK)
         self._write_held = client.register_script(_WRITE_HELD)
+        # Locks this process could not let go of because Redis was out of reach: (key, token). A restarted Redis
+        # brings them back from its append-only file, held by nobody until they lapse (a sync's lock lasts about
+        # a minute); the next sync's first round trip releases them.
+        self._unreleased_locks: list[tuple[str, str]] = []
+        self._unreleased_guard = threading.Lock()
 
     # --- the webhook's one write -------------------------------------------------------------------------
     def record_delivery(self, event: AppointmentEvent, task_message: str, queue: str, history: str) -> bool:
@@ -712,12 +725,19 @@ class Store:
         pipeline, so when it was taken they are what its holder would read next; when it was not, the record
         still tells the retry policy how many attempts failed."""
         lease = Lease(self, self.keys.lock(appointment_id), lock_ttl_seconds)
+        unreleased = self._take_unreleased_locks()
         with self.client.pipeline(transaction=False) as pipe:
             pipe.set(lease.key, lease.token, nx=True, px=lease.ttl_ms)
             pipe.zrem(self.keys.deferred_schedule, appointment_id)
             pipe.hgetall(self.keys.appointment(appointment_id))
             pipe.hvals(self.keys.events(appointment_id))
-            taken, _, raw, events = pipe.execute()
+            for key, token in unreleased:
+                self._release_lock(keys=[key], args=[token], client=pipe)
+            try:
+                taken, _, raw, events, *_ = pipe.execute()
+            except redis.RedisError:
+                self._remember_unreleased(unreleased)
+                raise
         return SyncStart(lease=lease if taken else None,
                          record=AppointmentRecord.from_hash(appointment_id, raw) if raw else None,
                          events=[AppointmentEvent.from_dict(json.loads(item)) for item in events])
@@ -732,7 +752,22 @@ class Store:
             yield lease
         finally:
             if not lease.released:  # a sync's last write lets it go itself
-                self._release_lock(keys=[lease.key], args=[lease.token])
+                try:
+                    self._release_lock(keys=[lease.key], args=[lease.token])
+                except redis.RedisError:
+                    self._remember_unreleased([(lease.key, lease.token)])
+                    raise
+
+    def _remember_unreleased(self, locks: list[tuple[str, str]]) -> None:
+        with self._unreleased_guard:
+            self._unreleased_locks.extend(locks)
+
+    def _take_unreleased_locks(self) -> list[tuple[str, str]]:
+        if not self._unreleased_locks:  # nearly always: no lock is ever left behind while Redis answers
+            return []
+        with self._unreleased_guard:
+            taken, self._unreleased_locks = self._unreleased_locks, []
+        return taken
 
 
 @dataclass
