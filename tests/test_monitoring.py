@@ -51,7 +51,9 @@ def test_every_metric_the_dashboard_and_rules_read_exists(stack: Stack) -> None:
     stack.deliver(meetergo_sim.booking_created(appt))
     stack.wait_for_status(appt["id"], "synced")
     stack.deliver(meetergo_sim.booking_created(appt), token="not-the-token-at-all-0123456789")
-    scraped = stack.http.get(f"{stack.web_url}/metrics").text
+    # A worker sends its counts when it goes idle, and at least every second.
+    scraped = wait_until(lambda: (text := stack.http.get(f"{stack.web_url}/metrics").text).count(
+        "meetbridge_syncs_total{") and text, timeout=5, message="the sync's counts")
     announced = set(re.findall(r"^# TYPE (\S+)", scraped, flags=re.M))
     announced |= {name + "_total" for name in announced}
     missing = sorted(name for name in named_metrics() if name not in announced)

@@ -93,9 +93,15 @@ def test_metrics_after_a_sync(stack: Stack, sims: Sims) -> None:
     stack.deliver(meetergo_sim.booking_created(appt))
     stack.deliver({"webhookType": "booking_created"})
     stack.wait_for_status(appt["id"], "synced")
-    text = stack.http.get(f"{stack.web_url}/metrics").text
-    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-               for line in text.splitlines() if line and not line.startswith("#")}
+
+    def scrape() -> dict[str, float]:
+        text = stack.http.get(f"{stack.web_url}/metrics").text
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines() if line and not line.startswith("#")}
+
+    # A worker sends its counts when it goes idle, and at least every second.
+    samples = wait_until(lambda: (found := scrape()).get('meetbridge_syncs_total{outcome="synced"}') and found,
+                         timeout=5, message="the sync's counts")
     assert samples['meetbridge_deliveries_total{status="accepted"}'] == 1
     assert samples['meetbridge_deliveries_total{status="duplicate"}'] == 1
     assert samples['meetbridge_deliveries_total{status="invalid"}'] == 1

@@ -3,12 +3,12 @@
 Web and workers run as many processes on many hosts; counting into one Redis hash lets `/metrics` report
 the whole deployment without a push gateway or a shared multiprocess directory.
 
-A Celery worker counts in memory and sends what it counted as one pipeline of HINCRBYs: at the end of every task
-(so a scrape right after a task sees it), every FLUSH_SECONDS from a background thread (for work that is not a
-task, or a task that runs long), and when the process exits. Counts of the same series from tasks that end
-together travel as one HINCRBY. Other processes (the web, beat, commands) count straight into Redis. A worker
-that is killed outright (SIGKILL, OOM) loses at most its last FLUSH_SECONDS of counts; the totals of every other
-process are unaffected.
+A Celery worker counts in memory and sends what it counted as one pipeline of HINCRBYs: at the end of a task that
+leaves the worker idle (so a scrape right after a lone task sees it), every FLUSH_SECONDS from a background thread
+(a busy worker: one round trip a second, not one per task), and when the process exits. Counts of the same series
+from every task of that second travel as one HINCRBY. Other processes (the web, beat, commands) count straight
+into Redis. A worker that is killed outright (SIGKILL, OOM) loses at most its last FLUSH_SECONDS of counts; the
+totals of every other process are unaffected.
 
 A histogram observation is one HINCRBY of the one bucket it falls in (`<name>_hits`, not cumulative) plus the
 sum; the collector makes the buckets cumulative at scrape time. (Earlier versions wrote every bucket at or
@@ -172,9 +172,31 @@ def _worker_started(**_: Any) -> None:
     _in_worker = True
 
 
+_running_tasks = 0
+_running_guard = threading.Lock()
+
+
+def _task_started(**_: Any) -> None:
+    global _running_tasks
+    with _running_guard:
+        _running_tasks += 1
+
+
+def _task_ended(**_: Any) -> None:
+    """The last running task's end sends the counts; while others run, the timer does (issue #11: one round trip
+    per task was a tenth of a busy worker's Redis trips)."""
+    global _running_tasks
+    with _running_guard:
+        _running_tasks = max(0, _running_tasks - 1)
+        idle = _running_tasks == 0
+    if idle:
+        flush_all()
+
+
 signals.worker_init.connect(_worker_started, weak=False)
 signals.worker_process_init.connect(_worker_started, weak=False)
-signals.task_postrun.connect(lambda **_: flush_all(), weak=False)
+signals.task_prerun.connect(_task_started, weak=False)
+signals.task_postrun.connect(_task_ended, weak=False)
 signals.worker_process_shutdown.connect(lambda **_: flush_all(), weak=False)
 signals.worker_shutdown.connect(lambda **_: flush_all(), weak=False)
 atexit.register(flush_all)

@@ -177,7 +177,8 @@ def test_a_neetocal_refusal_is_a_warning_counted_and_shown_not_a_dead_letter(sta
     assert [r["status"] for r in sims.calls("neetocal", "POST", "/bookings")] == [422], "refused once, not retried"
     assert redis_client.zscore(KEYS.dead_letter, appt["id"]) is None
     assert redis_client.zscore(KEYS.neetocal_refused, appt["id"]) is not None
-    assert metric(stack, "meetbridge_neetocal_refused_total") == 1
+    wait_until(lambda: metric(stack, "meetbridge_neetocal_refused_total") == 1, timeout=5,
+               message="the refusal counted")
     doctor = run_doctor(stack.env)
     assert "NeetoCal refused a booking of 1 appointment(s)" in doctor.stdout, doctor.stdout
 

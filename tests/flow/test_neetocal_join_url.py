@@ -43,7 +43,8 @@ def test_a_dropped_join_url_is_a_warning_a_count_and_a_doctor_failure(make_stack
     assert "NeetoCal dropped the join URL" in view["warning"] and f"field code {FIELD}" in view["warning"]
     assert "NEETOCAL_TEMPLATE_ID" in view["warning"]
     assert "neetocal_join_url_dropped" in [entry["event"] for entry in view["history"]]
-    assert metric(stack, "meetbridge_neetocal_join_url_dropped_total") == 1
+    wait_until(lambda: metric(stack, "meetbridge_neetocal_join_url_dropped_total") == 1, timeout=5,
+               message="the dropped join URL counted")
 
     result = run_doctor(stack.env)
     assert result.returncode != 0

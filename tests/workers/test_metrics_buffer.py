@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import redis
+from celery import signals
 
 from tests.support import free_port
 from workers.metrics import Metrics
@@ -47,3 +48,19 @@ def test_outside_a_worker_each_count_goes_straight_to_redis(redis_client: redis.
     metrics = Metrics(redis_client)  # the web, beat, commands: not buffered
     metrics.count("meetbridge_deliveries_total", status="invalid")
     assert redis_client.hget("mb:metrics", metric_field("meetbridge_deliveries_total", status="invalid")) == "1"
+
+
+def test_a_task_ending_beside_others_leaves_its_counts_to_the_timer_and_the_last_one_sends(
+        redis_client: redis.Redis) -> None:
+    metrics = Metrics(redis_client, flush_seconds=60, buffered=True)
+    field = metric_field("meetbridge_syncs_total", outcome="synced")
+    signals.task_prerun.send(sender=None)
+    signals.task_prerun.send(sender=None)
+    metrics.count("meetbridge_syncs_total", outcome="synced")
+    signals.task_postrun.send(sender=None)  # the other task still runs: no round trip for this one
+    assert redis_client.hget("mb:metrics", field) is None
+
+    metrics.count("meetbridge_syncs_total", outcome="synced")
+    signals.task_postrun.send(sender=None)  # the worker is idle: a scrape now sees both
+
+    assert redis_client.hget("mb:metrics", field) == "2"
