@@ -9,6 +9,7 @@ work the same way, found by the client's email and the join URL they carry.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -17,6 +18,8 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+
+import redis
 
 from meetbridge.config import Settings
 from schemas.events import AppointmentEvent, Attendee
@@ -29,7 +32,7 @@ from workers.desired import Desired, answering, fold, needs_confirmation
 from workers.host_pages import HostPages
 from workers.reconciliation import read_back
 from workers.start_urls import StartUrls
-from workers.state import AppointmentRecord, Lease, Note
+from workers.state import AppointmentBusy, AppointmentRecord, Lease, Note
 from workers.state.caches import LinkCache
 from workers.wiring import Services
 
@@ -112,10 +115,24 @@ class AppointmentSync:
         self.start_urls = StartUrls(services)
         # Set changes the run decided on that only its last write carries (read by `doctor`, not by a sync).
         self.sets_at_end: dict[str, float | None] = {}
-        self.unsaved: dict[str, Any] = {}  # save_later's changes, for the next write to carry
+        # save_later's changes, notes and set changes, for the next write to carry.
+        self.unsaved: dict[str, Any] = {}
+        self.unsaved_notes: list[Note] = []
+        self.unsaved_sets: dict[str, float | None] = {}
 
     def run(self) -> str:
         """Converge and return the outcome: "synced" or "cancelled"."""
+        try:
+            return self.converge()
+        except Exception:
+            # What the run learned before it failed (a meeting it made, say) outlives the failure: the next run
+            # need not look for it.
+            if self.unsaved or self.unsaved_notes or self.unsaved_sets:
+                with contextlib.suppress(redis.RedisError, AppointmentBusy):
+                    self.save()
+            raise
+
+    def converge(self) -> str:
         desired = self.desired()
         if desired is None:
             raise CannotSync("no event for this appointment says when it is and who hosts it")
@@ -130,7 +147,7 @@ class AppointmentSync:
         else:
             if desired.wants_zoom(self.settings.zoom_channels):
                 self.ensure_zoom(desired)
-                self.save(zoom_skipped=None)
+                self.save_later(zoom_skipped=None)
             else:
                 self.no_zoom(desired)
             self.ensure_neetocal(desired)
@@ -265,10 +282,12 @@ class AppointmentSync:
             apply=lambda: self.services.zoom.create_meeting(host, spec),
             adopted="meeting created by an earlier attempt")
         start_url = self.start_urls.fields(meeting, host, fetched_at)
-        self.save(zoom_meeting_id=meeting.id, zoom_host=host, zoom_join_url=meeting.join_url,
-                  **_applied_from_meeting(meeting), zoom_create_pending=None, **start_url,
-                  sets=self.refresh_change(start_url, epoch_of(self.record.ends_at)),
-                  note=None if adopted else ("zoom_meeting_created", f"meeting {meeting.id} hosted by {host}"))
+        # Written with the run's next write: no other change reaches Zoom or NeetoCal before it, and until then
+        # the pending note makes a crashed run's successor look for the meeting.
+        self.save_later(zoom_meeting_id=meeting.id, zoom_host=host, zoom_join_url=meeting.join_url,
+                        **_applied_from_meeting(meeting), zoom_create_pending=None, **start_url,
+                        sets=self.refresh_change(start_url, epoch_of(self.record.ends_at)),
+                        note=None if adopted else ("zoom_meeting_created", f"meeting {meeting.id} hosted by {host}"))
 
     def refresh_change(self, start_url: dict[str, Any], meeting_ends_at: float | None) -> dict[str, float | None]:
         """The refresh schedule's change for a newly fetched start_url (none when Zoom gave none)."""
@@ -365,7 +384,7 @@ class AppointmentSync:
             dropped = any(bookings[email].get("join_url_dropped") for email in attending if email in bookings)
         if dropped:
             warnings.append(join_url_dropped_warning(self.settings.neetocal_join_url_field))
-        self.save(neetocal_warning="; ".join(warnings) or None)
+        self.save_later(neetocal_warning="; ".join(warnings) or None)
         self.sets_at_end.update(self.store.neetocal_problem_sets(join_url_dropped=dropped, refused=refused))
 
     def ensure_booking(self, desired: Desired, attendee: Attendee, link: Link, bookings: dict[str, dict[str, Any]],
@@ -406,8 +425,9 @@ class AppointmentSync:
                 adopted=f"booking of {email} made by an earlier attempt")
             created = None if adopted else ("neetocal_booking_created",
                                             f"booking {booking.sid} of {email} on {link.slug}")
+            # Written with the run's next write (at the latest its last), as the Zoom meeting's result is.
             self.save_booking(bookings, email, sid=booking.sid, slug=link.slug, slot=slot, join_url=join_url,
-                              create_pending=None, note=created)
+                              create_pending=None, note=created, later=True)
             return booking
         assert held is not None
         if entry.get("slot") == slot and _zoom_utc(held.starts_at) == slot:
@@ -445,15 +465,17 @@ class AppointmentSync:
         return bookings
 
     def save_booking(self, bookings: dict[str, dict[str, Any]], email: str, *, note: Note | None = None,
-                     **values: Any) -> None:
-        """Record what changed of one attendee's booking (a value of None removes it), with its history `note`."""
+                     later: bool = False, **values: Any) -> None:
+        """Record what changed of one attendee's booking (a value of None removes it), with its history `note`;
+        `later`: with the run's next write (save_later)."""
         entry = bookings.setdefault(email, {"email": email})
         for name, value in values.items():
             if value is None:
                 entry.pop(name, None)
             else:
                 entry[name] = value
-        self.save(neetocal_bookings=json.dumps(bookings, sort_keys=True), note=note)
+        write = self.save_later if later else self.save
+        write(neetocal_bookings=json.dumps(bookings, sort_keys=True), note=note)
 
     def cancel_booking(self, bookings: dict[str, dict[str, Any]], email: str, why: str, reason: str) -> None:
         """Cancel one attendee's booking (one whose create lost its answer is looked for first), and forget it."""
@@ -561,32 +583,47 @@ class AppointmentSync:
     def save(self, *, note: Note | None = None, sets: Mapping[str, float | None] | None = None,
              **values: Any) -> None:
         """Write what changed of the record (nothing when nothing did), under the lock, in one round trip, with the
-        history `note` that tells of it and the changes of `sets` that follow it (Store.update_held)."""
+        history `note` that tells of it and the changes of `sets` that follow it (Store.update_held); and what
+        save_later kept for it."""
         changed = {**self.unsaved,
                    **{name: value for name, value in values.items() if getattr(self.record, name) != value}}
-        if not changed and note is None and not sets:
+        notes = self.unsaved_notes + ([note] if note is not None else [])
+        sets = {**self.unsaved_sets, **(sets or {})}
+        if not changed and not notes and not sets:
             # Progress all the same: keep the lock from lapsing in a long run of calls that change nothing.
             if time.monotonic() - self.lease.extended_at > self.lease.ttl_ms / 3000:
                 self.lease.extend()
             return
         if note is not None:
             log.info("%s: %s", *note)
-        self.store.update_held(self.appointment_id, self.lease, note=note, sets=sets, **changed)
+        self.store.update_held(self.appointment_id, self.lease, notes=notes, sets=sets, **changed)
         self.unsaved.clear()
+        self.unsaved_notes.clear()
+        self.unsaved_sets.clear()
         for name, value in changed.items():
             setattr(self.record, name, value)
 
-    def save_later(self, **values: Any) -> None:
-        """Change the record now, but write the change with the run's next write (at the latest its last): for
-        fields that nothing needs in Redis before then. Saves a round trip; a run that fails in between loses
-        the change, and the next run makes it again."""
+    def save_later(self, *, note: Note | None = None, sets: Mapping[str, float | None] | None = None,
+                   **values: Any) -> None:
+        """Change the record now, but write the change (its note and sets too) with the run's next write, at the
+        latest its last: for what nothing needs in Redis before then. Saves a round trip. A run that fails writes
+        it before it gives up (`run`); one that crashes loses it, and the next run makes it again (or finds it,
+        when a pending note says to look)."""
         for name, value in values.items():
             if getattr(self.record, name) != value:
                 self.unsaved[name] = value
                 setattr(self.record, name, value)
+        if note is not None:
+            log.info("%s: %s", *note)
+            self.unsaved_notes.append(note)
+        self.unsaved_sets.update(sets or {})
 
     def note(self, event: str, detail: str) -> None:
-        """A history entry of its own (one that comes with a record change goes with `save`)."""
+        """A history entry of its own (one that comes with a record change goes with `save`); it goes with what
+        save_later kept, if anything, so that the history stays in order."""
+        if self.unsaved or self.unsaved_notes or self.unsaved_sets:
+            self.save(note=(event, detail))
+            return
         log.info("%s: %s", event, detail)
         self.store.note(self.appointment_id, event, detail)
 
@@ -595,9 +632,11 @@ class AppointmentSync:
         appointment settled and retained (Store.finish_sync); the lock is let go with it."""
         meeting_end, keep_until = retention(self.settings, epoch_of(self.record.ends_at), cancelled=cancelled)
         self.store.finish_sync(self.appointment_id, self.lease, outcome, ends_at=meeting_end, keep_until=keep_until,
-                               sets=self.sets_at_end,
+                               sets={**self.unsaved_sets, **self.sets_at_end}, notes=self.unsaved_notes,
                                **{**self.unsaved, "error": None, "waiting_reason": None, "resume_at": None})
         self.unsaved.clear()
+        self.unsaved_notes.clear()
+        self.unsaved_sets.clear()
         self.record.status = outcome
 
 

@@ -152,3 +152,20 @@ def test_after_a_lost_create_each_appointment_adopts_its_own_meeting_only(stack:
     assert meetings[second["zoom"]["meeting_id"]]["agenda"].splitlines()[-1] == "[meetbridge:appt-1234]"
     assert meetings[first["zoom"]["meeting_id"]]["agenda"].splitlines()[-1] == "[meetbridge:appt-12345]"
     assert "\n[meetbridge:appt-1234]" not in meetings[first["zoom"]["meeting_id"]]["agenda"]
+
+
+def test_a_run_that_fails_at_neetocal_records_the_zoom_meeting_it_made(stack: Stack, sims: Sims) -> None:
+    """The meeting's result rides on the run's next write; a run that fails before that write (here: looking up
+    the host's scheduling link, before the booking's pending note) still records it, so the retry neither looks
+    for the meeting nor makes another."""
+    sims.configure("neetocal", scripted_faults=[{"method": "GET", "path": "/meetings", "kind": "500", "times": 3}])
+    appt = appointment()
+    stack.deliver(meetergo_sim.booking_created(appt))
+    view = stack.wait_for_status(appt["id"], "synced", timeout=60)
+
+    assert len(faulted(sims, "neetocal")) == 3  # the first run failed at NeetoCal, after its in-call retries
+    assert "retry" in history(stack, appt["id"])
+    assert len(sims.calls("zoom", "POST", "/meetings")) == 1
+    assert not sims.calls("zoom", "GET", "/users/john@example.com/meetings"), "the retry looked for the meeting"
+    assert history(stack, appt["id"]).count("zoom_meeting_created") == 1
+    assert view["zoom"]["meeting_id"] == sims.zoom_meetings()[0]["id"]

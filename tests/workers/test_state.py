@@ -65,23 +65,24 @@ def test_a_record_is_written_only_by_the_holder_of_its_lock(redis_client: redis.
         assert redis_client.hget(KEYS.appointment("a1"), "status") == "synced"
 
 
-def test_a_held_write_carries_its_note_and_schedule_changes_and_nothing_under_a_lost_lock(
+def test_a_held_write_carries_its_notes_and_schedule_changes_and_nothing_under_a_lost_lock(
         redis_client: redis.Redis) -> None:
     store = Store(redis_client)
     redis_client.zadd(KEYS.neetocal_refused, {"a1": 1})
     with store.lock("a1", 30) as lease:
-        store.update_held("a1", lease, note=("zoom_meeting_created", "meeting 7"),
+        store.update_held("a1", lease, notes=[("zoom_meeting_created", "meeting 7"), ("neetocal_link_created", "l")],
                           sets={KEYS.refresh_schedule: 1234.5, KEYS.neetocal_refused: None}, zoom_meeting_id=7)
         assert redis_client.hget(KEYS.appointment("a1"), "zoom_meeting_id") == "7"
-        assert [(e["event"], e["detail"]) for e in store.history("a1")] == [("zoom_meeting_created", "meeting 7")]
+        assert [(e["event"], e["detail"]) for e in store.history("a1")] == [  # in the order given
+            ("zoom_meeting_created", "meeting 7"), ("neetocal_link_created", "l")]
         assert redis_client.zscore(KEYS.refresh_schedule, "a1") == 1234.5
         assert redis_client.zscore(KEYS.neetocal_refused, "a1") is None
         redis_client.set(KEYS.lock("a1"), "another worker's token")
         with pytest.raises(AppointmentBusy):
-            store.update_held("a1", lease, note=("zoom_meeting_updated", "meeting 7"),
+            store.update_held("a1", lease, notes=[("zoom_meeting_updated", "meeting 7")],
                               sets={KEYS.refresh_schedule: 99.0}, zoom_start="2030-01-01T10:00:00Z")
     assert redis_client.hget(KEYS.appointment("a1"), "zoom_start") is None
-    assert len(store.history("a1")) == 1
+    assert len(store.history("a1")) == 2
     assert redis_client.zscore(KEYS.refresh_schedule, "a1") == 1234.5
     assert redis_client.get(KEYS.lock("a1")) == "another worker's token"  # not ours to release
 

@@ -13,7 +13,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, fields
 from typing import Any
@@ -226,9 +226,9 @@ return 0
 # LPUSH/LTRIM and a ZADD or ZREM each; and a note or a schedule entry is never written without its record change,
 # nor anything under a lost lock.
 # KEYS: record, lock, history, events, then each set the appointment enters or leaves.
-# ARGV: token, lock ms (0: let the lock go), appointment id, note ('' for none), history length, keys expire at
-# (epoch s, '' to leave them), how many pairs to set, the pairs, how many fields to delete, the fields, then one
-# score per set of KEYS ('' takes the appointment out of it).
+# ARGV: token, lock ms (0: let the lock go), appointment id, how many notes, history length, keys expire at
+# (epoch s, '' to leave them), how many pairs to set, the pairs, how many fields to delete, the fields, the notes
+# (oldest first), then one score per set of KEYS ('' takes the appointment out of it).
 _WRITE_HELD = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 local at = 7
@@ -238,10 +238,12 @@ at = at + 2 * pairs + 1
 local deletes = tonumber(ARGV[at])
 if deletes > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, at + 1, at + deletes)) end
 at = at + deletes
-if ARGV[4] ~= '' then
-  redis.call('LPUSH', KEYS[3], ARGV[4])
+local notes = tonumber(ARGV[4])
+if notes > 0 then
+  redis.call('LPUSH', KEYS[3], unpack(ARGV, at + 1, at + notes))
   redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[5]) - 1)
 end
+at = at + notes
 for i = 5, #KEYS do
   local score = ARGV[at + i - 4]
   if score == '' then redis.call('ZREM', KEYS[i], ARGV[3]) else redis.call('ZADD', KEYS[i], score, ARGV[3]) end
@@ -537,35 +539,38 @@ class Store:
                 pipe.hdel(self.keys.appointment(appointment_id), *to_delete)
             pipe.execute()
 
-    def update_held(self, appointment_id: str, lease: Lease, *, note: Note | None = None,
+    def update_held(self, appointment_id: str, lease: Lease, *, notes: Sequence[Note] = (),
                     sets: Mapping[str, float | None] | None = None, **values: Any) -> None:
         """`update`, by the holder of the appointment's lock only (and extending it), in one round trip, with the
-        history `note` that tells of it and the `sets` that follow it (set key -> the appointment's score there,
-        None to take it out); raises AppointmentBusy if the lock was lost, writing nothing."""
-        self._write(appointment_id, lease, values, note=note, sets=sets or {})
+        history `notes` that tell of it (oldest first) and the `sets` that follow it (set key -> the appointment's
+        score there, None to take it out); raises AppointmentBusy if the lock was lost, writing nothing."""
+        self._write(appointment_id, lease, values, notes=notes, sets=sets or {})
 
     def finish_sync(self, appointment_id: str, lease: Lease, outcome: str, *, ends_at: float | None,
-                    keep_until: float, sets: Mapping[str, float | None], **values: Any) -> None:
-        """A sync's last write, by the holder of the lock, in one round trip: its outcome, its note and `sets`;
-        the appointment is settled (out of the pending set and the dead letters, its retry count started again)
-        and retained (`retain`); then the lock is let go. Raises AppointmentBusy if the lock was lost, writing
-        nothing."""
+                    keep_until: float, sets: Mapping[str, float | None], notes: Sequence[Note] = (),
+                    **values: Any) -> None:
+        """A sync's last write, by the holder of the lock, in one round trip: its outcome, its `notes` then the
+        outcome's, and `sets`; the appointment is settled (out of the pending set and the dead letters, its retry
+        count started again) and retained (`retain`); then the lock is let go. Raises AppointmentBusy if the lock
+        was lost, writing nothing."""
         settled = {self.keys.pending: None, self.keys.dead_letter: None}
-        self._write(appointment_id, lease, {**values, "status": outcome, "sync_attempts": None}, note=(outcome, ""),
+        self._write(appointment_id, lease, {**values, "status": outcome, "sync_attempts": None},
+                    notes=[*notes, (outcome, "")],
                     sets={**sets, **settled, **self._retention_sets(ends_at, keep_until)}, expire_at=keep_until,
                     release=True)
 
-    def _write(self, appointment_id: str, lease: Lease, values: Mapping[str, Any], *, note: Note | None,
+    def _write(self, appointment_id: str, lease: Lease, values: Mapping[str, Any], *, notes: Sequence[Note],
                sets: Mapping[str, float | None], expire_at: float | None = None, release: bool = False) -> None:
+        stamp = now_utc_millis()
         to_set = {k: str(v) for k, v in values.items() if v is not None}
-        to_set["updated_at"] = now_utc_millis()
+        to_set["updated_at"] = stamp
         to_delete = [k for k, v in values.items() if v is None]
-        entry = _history_entry(*note) if note else ""
         keys = [self.keys.appointment(appointment_id), lease.key, self.keys.history(appointment_id),
                 self.keys.events(appointment_id), *sets]
-        args = [lease.token, 0 if release else lease.ttl_ms, appointment_id, entry, HISTORY_LENGTH,
+        args = [lease.token, 0 if release else lease.ttl_ms, appointment_id, len(notes), HISTORY_LENGTH,
                 "" if expire_at is None else max(1, int(expire_at)),
                 len(to_set), *(x for pair in to_set.items() for x in pair), len(to_delete), *to_delete,
+                *(_history_entry(event, detail, at=stamp) for event, detail in notes),
                 *("" if score is None else score for score in sets.values())]
         if not self._write_held(keys=keys, args=args):
             raise AppointmentBusy(f"lost the lock {lease.key}")
