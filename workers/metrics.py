@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 TOP_HOSTS = 10
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BUCKET_LABELS = (*map(str, LATENCY_BUCKETS), "+Inf")
-# A worker's counts reach Redis at the end of each task, and at least this often.
+# A worker's counts reach Redis when it goes idle, and at least this often.
 FLUSH_SECONDS = 1.0
 
 DESCRIPTIONS = {
