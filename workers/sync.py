@@ -26,6 +26,7 @@ from schemas.events import AppointmentEvent, Attendee
 from schemas.neetocal import Booking, BookingRequest, Link, LinkSpec
 from schemas.times import epoch_of, parse_utc
 from schemas.zoom import TOPIC_LIMIT, MeetingSpec, ZoomMeeting, agenda_marker, one_line, zoom_time
+from workers.clients.base import before_remote_call
 from workers.clients.errors import CannotSync, NotFound, ValidationFailed
 from workers.clients.neetocal import join_url_dropped_warning
 from workers.desired import Desired, answering, fold, needs_confirmation
@@ -122,15 +123,30 @@ class AppointmentSync:
 
     def run(self) -> str:
         """Converge and return the outcome: "synced" or "cancelled"."""
+        hooked = before_remote_call.set(self.before_remote_call)
         try:
             return self.converge()
         except Exception:
             # What the run learned before it failed (a meeting it made, say) outlives the failure: the next run
             # need not look for it.
-            if self.unsaved or self.unsaved_notes or self.unsaved_sets:
+            if self.kept_for_later():
                 with contextlib.suppress(redis.RedisError, AppointmentBusy):
                     self.save()
             raise
+        finally:
+            before_remote_call.reset(hooked)
+
+    def before_remote_call(self, method: str) -> None:
+        """Before each call to Zoom or NeetoCal: a write goes out only once what the run kept for later is
+        recorded (so a crash never leaves a change made but neither recorded nor noted as pending), and the lock
+        is extended when due, as every write does."""
+        if method != "GET" and self.kept_for_later():
+            self.save()
+        elif time.monotonic() - self.lease.extended_at > self.lease.ttl_ms / 3000:
+            self.lease.extend()
+
+    def kept_for_later(self) -> bool:
+        return bool(self.unsaved or self.unsaved_notes or self.unsaved_sets)
 
     def converge(self) -> str:
         desired = self.desired()
@@ -282,8 +298,8 @@ class AppointmentSync:
             apply=lambda: self.services.zoom.create_meeting(host, spec),
             adopted="meeting created by an earlier attempt")
         start_url = self.start_urls.fields(meeting, host, fetched_at)
-        # Written with the run's next write: no other change reaches Zoom or NeetoCal before it, and until then
-        # the pending note makes a crashed run's successor look for the meeting.
+        # Written with the run's next write, which comes before any other write to Zoom or NeetoCal
+        # (before_remote_call); until then the pending note makes a crashed run's successor look for the meeting.
         self.save_later(zoom_meeting_id=meeting.id, zoom_host=host, zoom_join_url=meeting.join_url,
                         **_applied_from_meeting(meeting), zoom_create_pending=None, **start_url,
                         sets=self.refresh_change(start_url, epoch_of(self.record.ends_at)),
@@ -621,7 +637,7 @@ class AppointmentSync:
     def note(self, event: str, detail: str) -> None:
         """A history entry of its own (one that comes with a record change goes with `save`); it goes with what
         save_later kept, if anything, so that the history stays in order."""
-        if self.unsaved or self.unsaved_notes or self.unsaved_sets:
+        if self.kept_for_later():
             self.save(note=(event, detail))
             return
         log.info("%s: %s", event, detail)

@@ -169,3 +169,18 @@ def test_a_run_that_fails_at_neetocal_records_the_zoom_meeting_it_made(stack: St
     assert not sims.calls("zoom", "GET", "/users/john@example.com/meetings"), "the retry looked for the meeting"
     assert history(stack, appt["id"]).count("zoom_meeting_created") == 1
     assert view["zoom"]["meeting_id"] == sims.zoom_meetings()[0]["id"]
+
+
+def test_no_write_reaches_neetocal_while_the_zoom_meeting_is_unrecorded(stack: Stack, sims: Sims,
+                                                                        redis_client: redis.Redis) -> None:
+    """A new host's first booking creates the host's NeetoCal link between the Zoom create and the booking. The
+    meeting is in Redis before that write goes out, so a crash during it leaves nothing made and unrecorded."""
+    sims.configure("neetocal", timeout_seconds=3,
+                   scripted_faults=[{"method": "POST", "path": "/meetings", "kind": "timeout", "times": 1}])
+    appt = appointment()
+    stack.deliver(meetergo_sim.booking_created(appt))
+    wait_until(lambda: sims.calls("neetocal", "POST", "/meetings"), message="the link's creation to be under way")
+
+    assert redis_client.hget(KEYS.appointment(appt["id"]), "zoom_meeting_id") == str(sims.zoom_meetings()[0]["id"])
+    stack.wait_for_status(appt["id"], "synced", timeout=60)
+    assert len(sims.calls("zoom", "POST", "/meetings")) == 1

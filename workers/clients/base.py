@@ -12,6 +12,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
 import httpx
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE"})
 IN_CALL_RETRIES = 2
 IN_CALL_MAX_WAIT_SECONDS = 5.0
+# Called with the method before each remote call made in the context that set it (a sync: workers/sync.py), so that
+# nothing is written to Zoom or NeetoCal while a result the sync kept for later is unrecorded.
+before_remote_call: ContextVar[Callable[[str], None] | None] = ContextVar("before_remote_call", default=None)
 
 
 def backoff_delay(attempt: int, *, base: float, cap: float, retry_after: float | None = None) -> float:
@@ -105,6 +109,8 @@ class ApiClient:
     ) -> httpx.Response:
         if retries is None:
             retries = IN_CALL_RETRIES if method in IDEMPOTENT_METHODS else 0
+        if (hook := before_remote_call.get()) is not None:
+            hook(method)
         attempt = 0
         while True:
             try:
