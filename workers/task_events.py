@@ -40,13 +40,19 @@ class BatchedTaskEvents(bootsteps.StartStopStep):
         self._flushing = timer.call_repeatedly(FLUSH_SECONDS, dispatcher.flush)
 
     def stop(self, c: Any) -> None:
-        if self._flushing is None:
-            return
-        self._flushing.cancel()
-        self._flushing = None
+        if self._flushing is not None:
+            self._flushing.cancel()
+            self._flushing = None
+        self._flush(c)
+
+    def shutdown(self, c: Any) -> None:
+        # A warm shutdown stops the consumer before the pool: the tasks that finish in between buffer their last
+        # events after `stop`, and Celery's Events step closes the dispatcher right after this.
+        self.stop(c)
+
+    @staticmethod
+    def _flush(c: Any) -> None:
         if c.event_dispatcher is not None:
             # On a broken connection they move to the dispatcher's outbound buffer, which Celery hands to the
             # next dispatcher it builds.
             c.event_dispatcher.flush()
-
-    shutdown = stop

@@ -13,6 +13,7 @@ import json
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, fields
@@ -302,11 +303,7 @@ class RedisEpoch:
         self._run_id = ""  # the Redis process this one saw last
         # Every new connection may reach a new Redis process (a restart, a failover): the next question then
         # asks afresh, however recently it was asked. A sync's first round trip comes before its question.
-        client.connection_pool.connection_kwargs["redis_connect_func"] = self._connected
-
-    def _connected(self, connection: redis.connection.AbstractConnection) -> None:
-        connection.on_connect()  # what redis-py does when no function is given
-        self.check_again()
+        _watch_new_connections(client.connection_pool, self)
 
     def check_again(self) -> None:
         """Redis was out of reach: the next question asks it afresh (it may be a new process by then)."""
@@ -321,6 +318,23 @@ class RedisEpoch:
             self._restarted_at = float(found) if found else None
             self._checked = time.monotonic()
         return self._restarted_at is not None and time.time() - self._restarted_at < RESTART_CAREFUL_SECONDS
+
+
+def _watch_new_connections(pool: redis.ConnectionPool, epoch: RedisEpoch) -> None:
+    """Tell `epoch` of each new connection of `pool` (redis-py's connect hook, one per pool, shared by every epoch
+    on it)."""
+    epochs: weakref.WeakSet[RedisEpoch] | None = getattr(pool, "_meetbridge_epochs", None)
+    if epochs is None:
+        epochs = weakref.WeakSet()
+        pool._meetbridge_epochs = epochs  # type: ignore[attr-defined]
+
+        def connected(connection: redis.connection.AbstractConnection) -> None:
+            connection.on_connect()  # what redis-py does when no function is given
+            for watching in list(epochs):
+                watching.check_again()
+
+        pool.connection_kwargs["redis_connect_func"] = connected
+    epochs.add(epoch)
 
 
 # Pending appointments whose sync seems lost (pending since before ARGV[1], no lock held, no retry parked):
@@ -732,17 +746,25 @@ class Store:
         lease = Lease(self, self.keys.lock(appointment_id), lock_ttl_seconds)
         unreleased = self._take_unreleased_locks()
         with self.client.pipeline(transaction=False) as pipe:
+            # First, since one of them may be this appointment's own lock.
+            for key, token in unreleased:
+                self._release_lock(keys=[key], args=[token], client=pipe)
             pipe.set(lease.key, lease.token, nx=True, px=lease.ttl_ms)
             pipe.zrem(self.keys.deferred_schedule, appointment_id)
             pipe.hgetall(self.keys.appointment(appointment_id))
             pipe.hvals(self.keys.events(appointment_id))
-            for key, token in unreleased:
-                self._release_lock(keys=[key], args=[token], client=pipe)
             try:
-                taken, _, raw, events, *_ = pipe.execute()
+                *releases, taken, _, raw, events = pipe.execute(raise_on_error=False)
             except redis.RedisError:
                 self._remember_unreleased(unreleased)
                 raise
+        self._remember_unreleased([lock for lock, released in zip(unreleased, releases, strict=True)
+                                   if isinstance(released, Exception)])
+        for result in (taken, raw, events):
+            if isinstance(result, Exception):
+                if taken is True:
+                    self._remember_unreleased([(lease.key, lease.token)])
+                raise result
         return SyncStart(lease=lease if taken else None,
                          record=AppointmentRecord.from_hash(appointment_id, raw) if raw else None,
                          events=[AppointmentEvent.from_dict(json.loads(item)) for item in events])
