@@ -206,7 +206,10 @@ class AppointmentSync:
         # Found deleted or changed in Zoom by the refresh: meetergo is the source of truth, so put it back.
         drift = self.record.zoom_drift
         put_back = drift == "changed"
-        if self.record.zoom_meeting_id and self.record.zoom_host != host:
+        # An attempt for another host whose answer was lost may have made a meeting: it is looked for and
+        # deleted too (delete_zoom), or it would live on in Zoom, recorded nowhere.
+        abandoned = not self.record.zoom_meeting_id and self.record.zoom_create_pending not in (None, host)
+        if (self.record.zoom_meeting_id and self.record.zoom_host != host) or abandoned:
             self.delete_zoom(f"the host changed to {host}")
             # The old host's link dies with the meeting; the new host gets a new one on their page.
             self.record.host_link_version = self.store.revoke_host_link(self.appointment_id)
@@ -255,7 +258,8 @@ class AppointmentSync:
         account, its start_url is kept fresh as for any other and meetergo moves and deletes it; outside it, its
         link is the join URL and there is nothing for a host link to start."""
         assert desired.meeting_link is not None
-        if self.record.zoom_meeting_id and self.record.zoom_meeting_id != meeting_id and not self.record.zoom_owner:
+        ours = self.record.zoom_meeting_id or self.record.zoom_create_pending  # made, or maybe made (answer lost)
+        if ours and self.record.zoom_meeting_id != meeting_id and not self.record.zoom_owner:
             self.delete_zoom("meetergo made its own Zoom meeting for the appointment")
         ends_at = desired.end.timestamp() if desired.end else None
         fetched_at = time.time()

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 import signal
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
 
 from sandbox import meetergo as meetergo_sim
+from schemas.zoom import MeetingSpec
 from tests.support import Sims, Stack, appointment, future_start, moved, wait_until
 from workers.state import KEYS
+from workers.wiring import build_services
 
 
 def lose_the_answer(sims: Sims, name: str, method: str, path: str) -> None:
@@ -184,3 +186,48 @@ def test_no_write_reaches_neetocal_while_the_zoom_meeting_is_unrecorded(stack: S
     assert redis_client.hget(KEYS.appointment(appt["id"]), "zoom_meeting_id") == str(sims.zoom_meetings()[0]["id"])
     stack.wait_for_status(appt["id"], "synced", timeout=60)
     assert len(sims.calls("zoom", "POST", "/meetings")) == 1
+
+
+def test_a_lost_create_answer_then_a_new_host_leaves_no_meeting_behind(stack: Stack, sims: Sims) -> None:
+    """The create for John is applied and its answer lost; before the retry the appointment passes to Maria. The
+    retry creates Maria's meeting and looks for John's, which it deletes: no meeting lives on unrecorded."""
+    lose_the_answer(sims, "zoom", "POST", "/users/")
+    appt = appointment()
+    stack.deliver(meetergo_sim.booking_created(appt))
+    wait_until(lambda: faulted(sims, "zoom"), message="the create's answer to be lost")
+    maria = meetergo_sim.host_entry(meetergo_sim.MARIA)
+    handed_over = moved(appt, datetime.fromisoformat(appt["start"]), hosts=[maria], hostIds=[maria["id"]])
+    stack.deliver(meetergo_sim.booking_rescheduled(handed_over, appt["start"]))
+    wait_until(lambda: [m["host_email"] for m in sims.zoom_meetings()] == ["maria@example.com"], timeout=30,
+               message="the meeting to be Maria's, and John's gone")
+    stack.wait_for_status(appt["id"], "synced")
+
+    [lost] = faulted(sims, "zoom")
+    assert after(sims, "zoom", lost["seq"], "GET", "/users/john@example.com/meetings"), "John's was not looked for"
+    assert [m["host_email"] for m in sims.zoom_meetings()] == ["maria@example.com"]
+    assert len(sims.zoom_meetings(live_only=False)) == 2  # John's was made, then deleted
+
+
+def test_a_lost_create_answer_then_meetergos_own_meeting_leaves_no_meeting_behind(stack: Stack, sims: Sims) -> None:
+    """meetbridge's create is applied and its answer lost; then meetergo's own Zoom integration gives the appointment
+    a meeting of its own. The retry uses meetergo's and deletes the one it had made."""
+    services = build_services(stack.settings)
+    try:  # meetergo's Zoom integration makes its meeting in the same Zoom account
+        made = services.zoom.create_meeting("john@example.com", MeetingSpec(
+            topic="Discovery Call", start_time=datetime.now(UTC) + timedelta(days=3), duration=30, timezone="UTC",
+            agenda="made by meetergo"))
+    finally:
+        services.close()
+    lose_the_answer(sims, "zoom", "POST", "/users/")
+    appt = appointment()
+    stack.deliver(meetergo_sim.booking_created(appt))
+    wait_until(lambda: faulted(sims, "zoom"), message="the create's answer to be lost")
+    with_link = moved(appt, datetime.fromisoformat(appt["start"]),
+                      meetingInfo={**appt["meetingInfo"], "meetingLink": made.join_url})
+    stack.deliver(meetergo_sim.booking_rescheduled(with_link, appt["start"]))
+    wait_until(lambda: [m["id"] for m in sims.zoom_meetings()] == [made.id], timeout=30,
+               message="meetergo's meeting alone to be left")
+
+    view = stack.wait_for_status(appt["id"], "synced")
+    assert view["zoom"]["meeting_id"] == made.id and view["zoom"]["made_by"] == "meetergo"
+    assert len(sims.zoom_meetings(live_only=False)) == 2  # meetbridge's was made, then deleted
