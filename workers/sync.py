@@ -434,10 +434,13 @@ class AppointmentSync:
                 self.note("neetocal_booking_cancelled", f"booking {sid} of {email} replaced")
                 sid = None
                 self.save_booking(bookings, email, sid=None, slug=None, slot=None, join_url=None)
+        if not sid and entry.get("create_pending") not in (None, link.slug):
+            self.cancel_abandoned_booking(bookings, email, entry)
         if not sid:
             booking, adopted = self.adopt_or_apply(
                 "neetocal_create_pending", entry.get("create_pending"), link.slug,
-                mark=lambda marker: self.save_booking(bookings, email, create_pending=marker),
+                mark=lambda marker: self.save_booking(bookings, email, create_pending=marker,
+                                                      pending_join_url=join_url or None),
                 look_up=lambda: neetocal.find_booking(email, join_url, starts_at=slot,
                                                       field=self.settings.neetocal_join_url_field,
                                                       host_email=desired.host.email),
@@ -447,7 +450,7 @@ class AppointmentSync:
                                             f"booking {booking.sid} of {email} on {link.slug}")
             # Written with the run's next write (at the latest its last), as the Zoom meeting's result is.
             self.save_booking(bookings, email, sid=booking.sid, slug=link.slug, slot=slot, join_url=join_url,
-                              create_pending=None, note=created, later=True)
+                              create_pending=None, pending_join_url=None, note=created, later=True)
             return booking
         assert held is not None
         if entry.get("slot") == slot and _zoom_utc(held.starts_at) == slot:
@@ -497,12 +500,25 @@ class AppointmentSync:
         write = self.save_later if later else self.save
         write(neetocal_bookings=json.dumps(bookings, sort_keys=True), note=note)
 
+    def cancel_abandoned_booking(self, bookings: dict[str, dict[str, Any]], email: str, entry: dict[str, Any]) -> None:
+        """An earlier attempt on another link (the host or the length changed since) may have made a booking and
+        lost the answer: it is looked for by the join URL it carried and cancelled, or the attendee would hold two."""
+        if entry.get("pending_join_url"):
+            found = self.services.neetocal.find_booking(email, entry["pending_join_url"],
+                                                        field=self.settings.neetocal_join_url_field)
+            if found is not None:
+                self.services.neetocal.cancel_booking(found.sid, "Moved to a new booking by meetbridge.")
+                self.note("neetocal_booking_cancelled",
+                          f"booking {found.sid} of {email} made by an earlier attempt on {entry['create_pending']}")
+        self.save_booking(bookings, email, create_pending=None, pending_join_url=None)
+
     def cancel_booking(self, bookings: dict[str, dict[str, Any]], email: str, why: str, reason: str) -> None:
         """Cancel one attendee's booking (one whose create lost its answer is looked for first), and forget it."""
         entry = bookings[email]
         sid = entry.get("sid")
-        if sid is None and entry.get("create_pending") and entry.get("join_url"):
-            found = self.services.neetocal.find_booking(email, entry["join_url"],
+        pending_join_url = entry.get("pending_join_url") or entry.get("join_url")
+        if sid is None and entry.get("create_pending") and pending_join_url:
+            found = self.services.neetocal.find_booking(email, pending_join_url,
                                                         field=self.settings.neetocal_join_url_field)
             sid = found.sid if found else None
         if sid is not None:

@@ -231,3 +231,23 @@ def test_a_lost_create_answer_then_meetergos_own_meeting_leaves_no_meeting_behin
     view = stack.wait_for_status(appt["id"], "synced")
     assert view["zoom"]["meeting_id"] == made.id and view["zoom"]["made_by"] == "meetergo"
     assert len(sims.zoom_meetings(live_only=False)) == 2  # meetbridge's was made, then deleted
+
+
+def test_a_lost_booking_answer_then_a_new_link_leaves_one_booking(stack: Stack, sims: Sims) -> None:
+    """The booking is made and its answer lost; before the retry the appointment passes to Maria, so the booking
+    belongs on her link. The retry finds the first booking by the join URL it carried and cancels it."""
+    lose_the_answer(sims, "neetocal", "POST", "/bookings")
+    appt = appointment()
+    stack.deliver(meetergo_sim.booking_created(appt))
+    wait_until(lambda: faulted(sims, "neetocal"), message="the booking's answer to be lost")
+    maria = meetergo_sim.host_entry(meetergo_sim.MARIA)
+    handed_over = moved(appt, datetime.fromisoformat(appt["start"]), hosts=[maria], hostIds=[maria["id"]])
+    stack.deliver(meetergo_sim.booking_rescheduled(handed_over, appt["start"]))
+    wait_until(lambda: len(sims.neetocal_bookings(live_only=False)) == 2 and len(sims.neetocal_bookings()) == 1,
+               timeout=30, message="the first booking cancelled and one made on Maria's link")
+
+    view = stack.wait_for_status(appt["id"], "synced")
+    [booking] = sims.neetocal_bookings()
+    assert booking["sid"] == view["neetocal"]["booking_sid"]
+    assert "maria" in view["neetocal"]["meeting_slug"]
+    assert "neetocal_booking_cancelled" in history(stack, appt["id"])
