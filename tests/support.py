@@ -511,3 +511,16 @@ def check_webhook(stack: Stack, fixture: str | dict[str, Any], status: int) -> d
     assert response.status_code == status, response.text
     return dict(response.json()) if response.content else {}
 
+
+def meeting_made_by_meetergo(stack: Stack, host: str = "john@example.com") -> Any:
+    """A Zoom meeting as meetergo's own Zoom integration makes it, in the same Zoom account (a ZoomMeeting)."""
+    from schemas.zoom import MeetingSpec
+    from workers.wiring import build_services
+
+    services = build_services(stack.settings)
+    try:
+        return services.zoom.create_meeting(host, MeetingSpec(
+            topic="Discovery Call", start_time=datetime.now(UTC) + timedelta(days=3), duration=30, timezone="UTC",
+            agenda="made by meetergo"))
+    finally:
+        services.close()

@@ -5,22 +5,39 @@ from __future__ import annotations
 
 import json
 import signal
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
+from typing import Any
 
 import pytest
 import redis
 
 from sandbox import meetergo as meetergo_sim
-from schemas.zoom import MeetingSpec
-from tests.support import Sims, Stack, appointment, future_start, moved, wait_until
+from tests.support import Sims, Stack, appointment, future_start, meeting_made_by_meetergo, moved, wait_until
 from workers.state import KEYS
-from workers.wiring import build_services
 
 
 def lose_the_answer(sims: Sims, name: str, method: str, path: str) -> None:
     """The next matching call is applied, then its connection is dropped before the answer."""
     sims.configure(name, scripted_faults=[{"method": method, "path": path, "kind": "reset", "after_commit": True,
                                            "times": 1}])
+
+
+def booked_then_changed(stack: Stack, sims: Sims, name: str, method: str, path: str,
+                        **changes: Any) -> dict[str, Any]:
+    """A new booking whose `method path` call to `name` is applied and its answer lost; before the retry, meetergo
+    changes the appointment by `changes` (same time). Returns the appointment as first booked."""
+    lose_the_answer(sims, name, method, path)
+    appt = appointment()
+    stack.deliver(meetergo_sim.booking_created(appt))
+    wait_until(lambda: faulted(sims, name), message="the answer to be lost")
+    changed = moved(appt, datetime.fromisoformat(appt["start"]), **changes)
+    stack.deliver(meetergo_sim.booking_rescheduled(changed, appt["start"]))
+    return appt
+
+
+def to_maria() -> dict[str, Any]:
+    maria = meetergo_sim.host_entry(meetergo_sim.MARIA)
+    return {"hosts": [maria], "hostIds": [maria["id"]]}
 
 
 def history(stack: Stack, appointment_id: str) -> list[str]:
@@ -191,13 +208,7 @@ def test_no_write_reaches_neetocal_while_the_zoom_meeting_is_unrecorded(stack: S
 def test_a_lost_create_answer_then_a_new_host_leaves_no_meeting_behind(stack: Stack, sims: Sims) -> None:
     """The create for John is applied and its answer lost; before the retry the appointment passes to Maria. The
     retry creates Maria's meeting and looks for John's, which it deletes: no meeting lives on unrecorded."""
-    lose_the_answer(sims, "zoom", "POST", "/users/")
-    appt = appointment()
-    stack.deliver(meetergo_sim.booking_created(appt))
-    wait_until(lambda: faulted(sims, "zoom"), message="the create's answer to be lost")
-    maria = meetergo_sim.host_entry(meetergo_sim.MARIA)
-    handed_over = moved(appt, datetime.fromisoformat(appt["start"]), hosts=[maria], hostIds=[maria["id"]])
-    stack.deliver(meetergo_sim.booking_rescheduled(handed_over, appt["start"]))
+    appt = booked_then_changed(stack, sims, "zoom", "POST", "/users/", **to_maria())
     wait_until(lambda: [m["host_email"] for m in sims.zoom_meetings()] == ["maria@example.com"], timeout=30,
                message="the meeting to be Maria's, and John's gone")
     stack.wait_for_status(appt["id"], "synced")
@@ -211,20 +222,9 @@ def test_a_lost_create_answer_then_a_new_host_leaves_no_meeting_behind(stack: St
 def test_a_lost_create_answer_then_meetergos_own_meeting_leaves_no_meeting_behind(stack: Stack, sims: Sims) -> None:
     """meetbridge's create is applied and its answer lost; then meetergo's own Zoom integration gives the appointment
     a meeting of its own. The retry uses meetergo's and deletes the one it had made."""
-    services = build_services(stack.settings)
-    try:  # meetergo's Zoom integration makes its meeting in the same Zoom account
-        made = services.zoom.create_meeting("john@example.com", MeetingSpec(
-            topic="Discovery Call", start_time=datetime.now(UTC) + timedelta(days=3), duration=30, timezone="UTC",
-            agenda="made by meetergo"))
-    finally:
-        services.close()
-    lose_the_answer(sims, "zoom", "POST", "/users/")
-    appt = appointment()
-    stack.deliver(meetergo_sim.booking_created(appt))
-    wait_until(lambda: faulted(sims, "zoom"), message="the create's answer to be lost")
-    with_link = moved(appt, datetime.fromisoformat(appt["start"]),
-                      meetingInfo={**appt["meetingInfo"], "meetingLink": made.join_url})
-    stack.deliver(meetergo_sim.booking_rescheduled(with_link, appt["start"]))
+    made = meeting_made_by_meetergo(stack)
+    appt = booked_then_changed(stack, sims, "zoom", "POST", "/users/",
+                               meetingInfo={"channel": "zoom", "meetingLink": made.join_url})
     wait_until(lambda: [m["id"] for m in sims.zoom_meetings()] == [made.id], timeout=30,
                message="meetergo's meeting alone to be left")
 
@@ -236,13 +236,7 @@ def test_a_lost_create_answer_then_meetergos_own_meeting_leaves_no_meeting_behin
 def test_a_lost_booking_answer_then_a_new_link_leaves_one_booking(stack: Stack, sims: Sims) -> None:
     """The booking is made and its answer lost; before the retry the appointment passes to Maria, so the booking
     belongs on her link. The retry finds the first booking by the join URL it carried and cancels it."""
-    lose_the_answer(sims, "neetocal", "POST", "/bookings")
-    appt = appointment()
-    stack.deliver(meetergo_sim.booking_created(appt))
-    wait_until(lambda: faulted(sims, "neetocal"), message="the booking's answer to be lost")
-    maria = meetergo_sim.host_entry(meetergo_sim.MARIA)
-    handed_over = moved(appt, datetime.fromisoformat(appt["start"]), hosts=[maria], hostIds=[maria["id"]])
-    stack.deliver(meetergo_sim.booking_rescheduled(handed_over, appt["start"]))
+    appt = booked_then_changed(stack, sims, "neetocal", "POST", "/bookings", **to_maria())
     wait_until(lambda: len(sims.neetocal_bookings(live_only=False)) == 2 and len(sims.neetocal_bookings()) == 1,
                timeout=30, message="the first booking cancelled and one made on Maria's link")
 

@@ -11,20 +11,19 @@ import pytest
 import redis
 
 from sandbox import meetergo as meetergo_sim
-from schemas.zoom import MeetingSpec
 from tests.support import (
     NEETOCAL_VERSIONS,
     Sims,
     Stack,
     appointment,
     assert_neetocal_calls_fit,
+    meeting_made_by_meetergo,
     metric,
     neetocal_env,
     run_doctor,
     wait_until,
 )
 from workers.state import KEYS
-from workers.wiring import build_services
 
 API_KEY = "sandbox-meetergo-key"
 GROUP = [
@@ -107,13 +106,7 @@ def test_a_group_gets_a_booking_each_and_only_leavers_lose_theirs(make_stack, si
 
 
 def test_meetergos_own_zoom_meeting_is_adopted_not_made_twice(stack: Stack, sims: Sims) -> None:
-    services = build_services(stack.settings)
-    try:  # meetergo's Zoom integration made the meeting in the same Zoom account
-        made = services.zoom.create_meeting("john@example.com", MeetingSpec(
-            topic="Discovery Call", start_time=datetime.now(UTC) + timedelta(days=3), duration=30, timezone="UTC",
-            agenda="made by meetergo"))
-    finally:
-        services.close()
+    made = meeting_made_by_meetergo(stack)
     appt = appointment()
     appt["meetingInfo"]["meetingLink"] = made.join_url
     stack.deliver(meetergo_sim.booking_created(appt))
