@@ -500,26 +500,30 @@ class AppointmentSync:
         write = self.save_later if later else self.save
         write(neetocal_bookings=json.dumps(bookings, sort_keys=True), note=note)
 
+    def pending_booking(self, email: str, entry: dict[str, Any]) -> Booking | None:
+        """The booking an attempt whose answer was lost may have made (its pending note says one was sent), found
+        by the join URL it carried."""
+        join_url = entry.get("pending_join_url") or entry.get("join_url")
+        if not entry.get("create_pending") or not join_url:
+            return None
+        return self.services.neetocal.find_booking(email, join_url, field=self.settings.neetocal_join_url_field)
+
     def cancel_abandoned_booking(self, bookings: dict[str, dict[str, Any]], email: str, entry: dict[str, Any]) -> None:
         """An earlier attempt on another link (the host or the length changed since) may have made a booking and
-        lost the answer: it is looked for by the join URL it carried and cancelled, or the attendee would hold two."""
-        if entry.get("pending_join_url"):
-            found = self.services.neetocal.find_booking(email, entry["pending_join_url"],
-                                                        field=self.settings.neetocal_join_url_field)
-            if found is not None:
-                self.services.neetocal.cancel_booking(found.sid, "Moved to a new booking by meetbridge.")
-                self.note("neetocal_booking_cancelled",
-                          f"booking {found.sid} of {email} made by an earlier attempt on {entry['create_pending']}")
+        lost the answer: it is cancelled, or the attendee would hold two."""
+        found = self.pending_booking(email, entry)
+        if found is not None:
+            self.services.neetocal.cancel_booking(found.sid, "Moved to a new booking by meetbridge.")
+            self.note("neetocal_booking_cancelled",
+                      f"booking {found.sid} of {email} made by an earlier attempt on {entry['create_pending']}")
         self.save_booking(bookings, email, create_pending=None, pending_join_url=None)
 
     def cancel_booking(self, bookings: dict[str, dict[str, Any]], email: str, why: str, reason: str) -> None:
         """Cancel one attendee's booking (one whose create lost its answer is looked for first), and forget it."""
         entry = bookings[email]
         sid = entry.get("sid")
-        pending_join_url = entry.get("pending_join_url") or entry.get("join_url")
-        if sid is None and entry.get("create_pending") and pending_join_url:
-            found = self.services.neetocal.find_booking(email, pending_join_url,
-                                                        field=self.settings.neetocal_join_url_field)
+        if sid is None:
+            found = self.pending_booking(email, entry)
             sid = found.sid if found else None
         if sid is not None:
             self.services.neetocal.cancel_booking(sid, reason)
