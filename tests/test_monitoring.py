@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -129,3 +130,42 @@ def test_task_events_reach_an_event_receiver_in_batches(stack: Stack, redis_clie
     assert task_channels and all(channel.endswith("task.multi") for channel in task_channels), task_channels
     task_events = [event for event in received if event["type"].startswith("task-")]
     assert len(task_channels) * 4 <= len(task_events), (len(task_channels), len(task_events))
+
+
+def published_task_events(message: dict) -> list[dict]:
+    """The task events of one PUBLISH on the task.multi channel (a kombu message whose body is a list)."""
+    envelope = json.loads(message["data"])
+    body = envelope["body"]
+    if envelope["properties"].get("body_encoding") == "base64":
+        body = base64.b64decode(body)
+    return json.loads(body)
+
+
+def test_a_warm_shutdown_publishes_the_task_events_still_buffered(make_stack, redis_client, tmp_path) -> None:
+    # The timer is set an hour out in this worker (a sitecustomize on its path), so a task's events can only
+    # leave it by the stop: a warm shutdown that dropped the buffer would lose the last second of them.
+    hook = tmp_path / "slow_event_timer"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nimport workers.task_events\n"
+        "workers.task_events.FLUSH_SECONDS = 3600.0\n")
+    stack = make_stack(workers=0)
+    worker = stack.start_worker(PYTHONPATH=str(hook))
+    listener = redis_client.pubsub(ignore_subscribe_messages=True)
+    database = redis_client.connection_pool.connection_kwargs["db"]
+    listener.psubscribe(f"/{database}.celeryev/task.multi")
+    try:
+        appt = appointment()
+        stack.deliver(meetergo_sim.booking_created(appt))
+        stack.wait_for_status(appt["id"], "synced")
+        time.sleep(0.5)
+        assert listener.get_message(timeout=0.5) is None, "published before the stop: the timer was not held off"
+        worker.stop()
+        assert worker.popen.returncode == 0, worker.log()[-2000:]
+        events = []
+        while (message := listener.get_message(timeout=1)) is not None:
+            events += published_task_events(message)
+    finally:
+        listener.close()
+    succeeded = [event for event in events if event["type"] == "task-succeeded"]
+    assert succeeded, [event["type"] for event in events]
