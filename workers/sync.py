@@ -434,7 +434,7 @@ class AppointmentSync:
                 self.note("neetocal_booking_cancelled", f"booking {sid} of {email} replaced")
                 sid = None
                 self.save_booking(bookings, email, sid=None, slug=None, slot=None, join_url=None)
-        if not sid and entry.get("create_pending") not in (None, link.slug):
+        if not sid and self.pending_elsewhere(entry, link, join_url):
             self.cancel_abandoned_booking(bookings, email, entry)
         if not sid:
             booking, adopted = self.adopt_or_apply(
@@ -448,10 +448,14 @@ class AppointmentSync:
                 adopted=f"booking of {email} made by an earlier attempt")
             created = None if adopted else ("neetocal_booking_created",
                                             f"booking {booking.sid} of {email} on {link.slug}")
+            # An adopted booking is where the earlier attempt put it: the appointment may have moved since.
+            booked_slot = _zoom_utc(booking.starts_at) if adopted and booking.starts_at else slot
             # Written with the run's next write (at the latest its last), as the Zoom meeting's result is.
-            self.save_booking(bookings, email, sid=booking.sid, slug=link.slug, slot=slot, join_url=join_url,
+            self.save_booking(bookings, email, sid=booking.sid, slug=link.slug, slot=booked_slot, join_url=join_url,
                               create_pending=None, pending_join_url=None, note=created, later=True)
-            return booking
+            if booked_slot == slot:
+                return booking
+            sid, held = booking.sid, booking
         assert held is not None
         if entry.get("slot") == slot and _zoom_utc(held.starts_at) == slot:
             return None
@@ -508,9 +512,19 @@ class AppointmentSync:
             return None
         return self.services.neetocal.find_booking(email, join_url, field=self.settings.neetocal_join_url_field)
 
+    @staticmethod
+    def pending_elsewhere(entry: dict[str, Any], link: Link, join_url: str) -> bool:
+        """Whether an earlier attempt whose answer was lost sent its booking on another link (the host, the length
+        or the place changed since) or with a join URL that is no longer the meeting's (a new Zoom meeting): the
+        booking this run would make cannot be that one, and a look-up for it would not find that one."""
+        pending = entry.get("create_pending")
+        if pending is None:
+            return False
+        return pending != link.slug or entry.get("pending_join_url") not in (None, join_url)
+
     def cancel_abandoned_booking(self, bookings: dict[str, dict[str, Any]], email: str, entry: dict[str, Any]) -> None:
-        """An earlier attempt on another link (the host or the length changed since) may have made a booking and
-        lost the answer: it is cancelled, or the attendee would hold two."""
+        """An earlier attempt on another link, or with a join URL that is dead now, may have made a booking and lost
+        the answer: it is cancelled, or the attendee would hold two."""
         found = self.pending_booking(email, entry)
         if found is not None:
             self.services.neetocal.cancel_booking(found.sid, "Moved to a new booking by meetbridge.")

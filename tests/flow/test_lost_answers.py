@@ -245,3 +245,40 @@ def test_a_lost_booking_answer_then_a_new_link_leaves_one_booking(stack: Stack, 
     assert booking["sid"] == view["neetocal"]["booking_sid"]
     assert "maria" in view["neetocal"]["meeting_slug"]
     assert "neetocal_booking_cancelled" in history(stack, appt["id"])
+
+
+def test_a_lost_booking_answer_then_a_new_join_url_leaves_one_booking(stack: Stack, sims: Sims) -> None:
+    """The booking is made with our meeting's join URL and its answer lost; before the retry meetergo's own Zoom
+    integration gives the appointment a meeting of its own, on the same link. The retry cannot find the first
+    booking by the new URL: it looks for it by the URL it carried, cancels it and books with the live one."""
+    made = meeting_made_by_meetergo(stack)
+    appt = booked_then_changed(stack, sims, "neetocal", "POST", "/bookings",
+                               meetingInfo={"channel": "zoom", "meetingLink": made.join_url})
+    wait_until(lambda: len(sims.neetocal_bookings(live_only=False)) == 2 and len(sims.neetocal_bookings()) == 1,
+               timeout=30, message="the first booking cancelled and one made with meetergo's join URL")
+
+    view = stack.wait_for_status(appt["id"], "synced")
+    [booking] = sims.neetocal_bookings()
+    assert booking["sid"] == view["neetocal"]["booking_sid"]
+    assert made.join_url in json.dumps(booking)
+    [first] = [b for b in sims.neetocal_bookings(live_only=False) if b["status"] == "cancelled"]
+    assert made.join_url not in json.dumps(first)
+    assert "neetocal_booking_cancelled" in history(stack, appt["id"])
+
+
+def test_a_lost_booking_answer_then_a_new_time_moves_the_booking_it_adopts(stack: Stack, sims: Sims) -> None:
+    """The booking is made and its answer lost; before the retry the appointment moves (same host, same meeting).
+    The retry finds the booking by its join URL, at the old time, and moves it: adopted, not left behind."""
+    lose_the_answer(sims, "neetocal", "POST", "/bookings")
+    appt = appointment()
+    stack.deliver(meetergo_sim.booking_created(appt))
+    wait_until(lambda: faulted(sims, "neetocal"), message="the answer to be lost")
+    later = moved(appt, future_start(days=5, hour=9))
+    stack.deliver(meetergo_sim.booking_rescheduled(later, appt["start"]))
+    wait_until(lambda: "neetocal_create_adopted" in history(stack, appt["id"]), message="the booking to be adopted")
+
+    view = stack.wait_for_status(appt["id"], "synced")
+    [booking] = sims.neetocal_bookings(live_only=False)
+    assert booking["sid"] == view["neetocal"]["booking_sid"]
+    assert booking["starts_at"].startswith(future_start(days=5).date().isoformat()), booking["starts_at"]
+    assert len(sims.calls("neetocal", "PATCH", "/bookings/")) == 1
