@@ -440,10 +440,13 @@ class AppointmentSync:
             booking, adopted = self.adopt_or_apply(
                 "neetocal_create_pending", entry.get("create_pending"), link.slug,
                 mark=lambda marker: self.save_booking(bookings, email, create_pending=marker,
-                                                      pending_join_url=join_url or None),
-                look_up=lambda: neetocal.find_booking(email, join_url, starts_at=slot,
-                                                      field=self.settings.neetocal_join_url_field,
-                                                      host_email=desired.host.email),
+                                                      pending_join_url=join_url or None, pending_slot=slot,
+                                                      pending_host=desired.host.email),
+                # Where the earlier attempt sent it (its note; what this run would send, after a Redis restart).
+                look_up=lambda: neetocal.find_booking(
+                    email, entry.get("pending_join_url") or join_url, field=self.settings.neetocal_join_url_field,
+                    starts_at=entry.get("pending_slot") or slot,
+                    host_email=entry.get("pending_host") or desired.host.email),
                 apply=lambda: neetocal.create_booking(request),
                 adopted=f"booking of {email} made by an earlier attempt")
             created = None if adopted else ("neetocal_booking_created",
@@ -452,7 +455,7 @@ class AppointmentSync:
             booked_slot = _zoom_utc(booking.starts_at) if adopted and booking.starts_at else slot
             # Written with the run's next write (at the latest its last), as the Zoom meeting's result is.
             self.save_booking(bookings, email, sid=booking.sid, slug=link.slug, slot=booked_slot, join_url=join_url,
-                              create_pending=None, pending_join_url=None, note=created, later=True)
+                              note=created, later=True, **NO_PENDING_BOOKING)
             if booked_slot == slot:
                 return booking
             sid, held = booking.sid, booking
@@ -506,11 +509,14 @@ class AppointmentSync:
 
     def pending_booking(self, email: str, entry: dict[str, Any]) -> Booking | None:
         """The booking an attempt whose answer was lost may have made (its pending note says one was sent), found
-        by the join URL it carried."""
+        by the join URL it carried or, without one (not a Zoom appointment), by its time and host."""
         join_url = entry.get("pending_join_url") or entry.get("join_url")
-        if not entry.get("create_pending") or not join_url:
+        by_time = entry.get("pending_slot") and entry.get("pending_host")  # an earlier version noted neither
+        if not entry.get("create_pending") or not (join_url or by_time):
             return None
-        return self.services.neetocal.find_booking(email, join_url, field=self.settings.neetocal_join_url_field)
+        return self.services.neetocal.find_booking(email, join_url, field=self.settings.neetocal_join_url_field,
+                                                   starts_at=entry.get("pending_slot"),
+                                                   host_email=entry.get("pending_host"))
 
     @staticmethod
     def pending_elsewhere(entry: dict[str, Any], link: Link, join_url: str) -> bool:
@@ -530,7 +536,7 @@ class AppointmentSync:
             self.services.neetocal.cancel_booking(found.sid, "Moved to a new booking by meetbridge.")
             self.note("neetocal_booking_cancelled",
                       f"booking {found.sid} of {email} made by an earlier attempt on {entry['create_pending']}")
-        self.save_booking(bookings, email, create_pending=None, pending_join_url=None)
+        self.save_booking(bookings, email, **NO_PENDING_BOOKING)
 
     def cancel_booking(self, bookings: dict[str, dict[str, Any]], email: str, why: str, reason: str) -> None:
         """Cancel one attendee's booking (one whose create lost its answer is looked for first), and forget it."""
@@ -738,6 +744,11 @@ def zoom_meeting_id_in(link: str | None, zoom_domains: tuple[str, ...]) -> int |
     if not any(host == domain or host.endswith(f".{domain}") for domain in zoom_domains):
         return None
     return int(found["id"])
+
+
+# What a booking's pending create note holds (`ensure_booking`), cleared together.
+NO_PENDING_BOOKING: dict[str, Any] = {"create_pending": None, "pending_join_url": None, "pending_slot": None,
+                                      "pending_host": None}
 
 
 def _zoom_utc(value: str | None) -> str | None:

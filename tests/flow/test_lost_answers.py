@@ -12,7 +12,16 @@ import pytest
 import redis
 
 from sandbox import meetergo as meetergo_sim
-from tests.support import Sims, Stack, appointment, future_start, meeting_made_by_meetergo, moved, wait_until
+from tests.support import (
+    Sims,
+    Stack,
+    appointment,
+    cancelled_payload,
+    future_start,
+    meeting_made_by_meetergo,
+    moved,
+    wait_until,
+)
 from workers.state import KEYS
 
 
@@ -22,15 +31,17 @@ def lose_the_answer(sims: Sims, name: str, method: str, path: str) -> None:
                                            "times": 1}])
 
 
-def booked_then_changed(stack: Stack, sims: Sims, name: str, method: str, path: str,
+def booked_then_changed(stack: Stack, sims: Sims, name: str, method: str, path: str, *,
+                        booked: dict[str, Any] | None = None, start: datetime | None = None,
                         **changes: Any) -> dict[str, Any]:
-    """A new booking whose `method path` call to `name` is applied and its answer lost; before the retry, meetergo
-    changes the appointment by `changes` (same time). Returns the appointment as first booked."""
+    """A new booking (`booked`, or a Zoom appointment) whose `method path` call to `name` is applied and its answer
+    lost; before the retry, meetergo changes the appointment by `changes` (at `start`, or the same time). Returns the
+    appointment as first booked."""
     lose_the_answer(sims, name, method, path)
-    appt = appointment()
+    appt = booked or appointment()
     stack.deliver(meetergo_sim.booking_created(appt))
     wait_until(lambda: faulted(sims, name), message="the answer to be lost")
-    changed = moved(appt, datetime.fromisoformat(appt["start"]), **changes)
+    changed = moved(appt, start or datetime.fromisoformat(appt["start"]), **changes)
     stack.deliver(meetergo_sim.booking_rescheduled(changed, appt["start"]))
     return appt
 
@@ -269,12 +280,7 @@ def test_a_lost_booking_answer_then_a_new_join_url_leaves_one_booking(stack: Sta
 def test_a_lost_booking_answer_then_a_new_time_moves_the_booking_it_adopts(stack: Stack, sims: Sims) -> None:
     """The booking is made and its answer lost; before the retry the appointment moves (same host, same meeting).
     The retry finds the booking by its join URL, at the old time, and moves it: adopted, not left behind."""
-    lose_the_answer(sims, "neetocal", "POST", "/bookings")
-    appt = appointment()
-    stack.deliver(meetergo_sim.booking_created(appt))
-    wait_until(lambda: faulted(sims, "neetocal"), message="the answer to be lost")
-    later = moved(appt, future_start(days=5, hour=9))
-    stack.deliver(meetergo_sim.booking_rescheduled(later, appt["start"]))
+    appt = booked_then_changed(stack, sims, "neetocal", "POST", "/bookings", start=future_start(days=5, hour=9))
     wait_until(lambda: "neetocal_create_adopted" in history(stack, appt["id"]), message="the booking to be adopted")
 
     view = stack.wait_for_status(appt["id"], "synced")
@@ -282,3 +288,38 @@ def test_a_lost_booking_answer_then_a_new_time_moves_the_booking_it_adopts(stack
     assert booking["sid"] == view["neetocal"]["booking_sid"]
     assert booking["starts_at"].startswith(future_start(days=5).date().isoformat()), booking["starts_at"]
     assert len(sims.calls("neetocal", "PATCH", "/bookings/")) == 1
+
+
+# A booking without a join URL (not a Zoom appointment) is found by its time and host instead.
+def test_a_lost_booking_answer_without_a_join_url_then_a_new_time_moves_the_booking(stack: Stack,
+                                                                                     sims: Sims) -> None:
+    appt = booked_then_changed(stack, sims, "neetocal", "POST", "/bookings", booked=appointment(channel="phone"),
+                               start=future_start(days=5, hour=9))
+    wait_until(lambda: "neetocal_create_adopted" in history(stack, appt["id"]), message="the booking to be adopted")
+
+    stack.wait_for_status(appt["id"], "synced")
+    [booking] = sims.neetocal_bookings(live_only=False)
+    assert booking["starts_at"].startswith(future_start(days=5).date().isoformat()), booking["starts_at"]
+
+
+def test_a_lost_booking_answer_without_a_join_url_then_a_new_host_leaves_one_booking(stack: Stack,
+                                                                                      sims: Sims) -> None:
+    appt = booked_then_changed(stack, sims, "neetocal", "POST", "/bookings", booked=appointment(channel="phone"),
+                               **to_maria())
+    view = stack.wait_for_status(appt["id"], "synced")
+    [booking] = sims.neetocal_bookings()
+    assert booking["sid"] == view["neetocal"]["booking_sid"] and "maria" in booking["meeting_slug"]
+    assert len(sims.neetocal_bookings(live_only=False)) == 2
+    assert "neetocal_booking_cancelled" in history(stack, appt["id"])
+
+
+def test_a_lost_booking_answer_without_a_join_url_then_a_cancel_leaves_no_booking(stack: Stack, sims: Sims) -> None:
+    lose_the_answer(sims, "neetocal", "POST", "/bookings")
+    appt = appointment(channel="phone")
+    stack.deliver(meetergo_sim.booking_created(appt))
+    wait_until(lambda: faulted(sims, "neetocal"), message="the answer to be lost")
+    stack.deliver(cancelled_payload(appt))
+    stack.wait_for_status(appt["id"], "cancelled")
+
+    [booking] = sims.neetocal_bookings(live_only=False)
+    assert booking["status"] == "cancelled"

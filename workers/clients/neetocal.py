@@ -184,16 +184,16 @@ class NeetoCalClient(ApiClient):
 
         return self._either("slot_time_format", self.routes.slot_time_formats, send, refused=_time_refused)
 
-    def find_booking(self, client_email: str, answer: str, *, field: str | None = None,
+    def find_booking(self, client_email: str, answer: str | None, *, field: str | None = None,
                      starts_at: str | None = None, host_email: str | None = None) -> Booking | None:
         """The live booking of `client_email` that carries `answer` in its form responses or, when NeetoCal
-        dropped it (no question on the form has the field code `field`), the one without that answer which
+        dropped it or none was sent (no answer under the field code `field`), the one without that answer which
         starts at `starts_at` (UTC `Z`) with `host_email`: one host holds one booking at a time."""
         for item in self._pages(self.routes.bookings, "list_bookings", "bookings", client_email=client_email):
             booking = BOOKING_RESPONSE.load(item)
             if booking.status == "cancelled":
                 continue
-            if answer in booking.answers:
+            if answer and answer in booking.answers:
                 return booking
             dropped = field is not None and booking.answer(field) is None
             if dropped and starts_at is not None and booking.starts_at == starts_at and host_email is not None \
