@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
 
 from schemas.events import AppointmentEvent
-from workers.state import KEYS, AppointmentBusy, Store
+from workers.state import KEYS, REDIS_RETRY, REDIS_RETRY_ON, AppointmentBusy, Store
 
 
 def test_each_kind_of_key_has_its_own_namespace() -> None:
@@ -166,6 +169,63 @@ def test_a_lock_a_lost_connection_kept_is_let_go_by_the_next_sync(private_redis)
 
     assert again.lease is not None
     assert client.get(KEYS.lock("a1")) == again.lease.token
+
+
+class AnswerDropper:
+    """A TCP proxy in front of Redis that lets through everything but the answer to the first request carrying
+    `marker`: Redis applies it, then the client's connection is closed, as when a network drops mid-answer."""
+
+    def __init__(self, redis_port: int, marker: bytes) -> None:
+        self.redis_port, self.marker = redis_port, marker
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.armed = self.dropped = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.redis_port))
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, requests: bool) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := source.recv(65536):
+                if requests and not self.dropped and self.marker in chunk:
+                    self.armed = True
+                elif not requests and self.armed and not self.dropped:
+                    self.dropped = True
+                    break
+                sink.sendall(chunk)
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_lock_whose_answer_was_lost_is_still_ours_when_the_client_sends_its_pipeline_again(
+        private_redis) -> None:
+    """Redis takes the lock, and its answer is lost; redis-py sends the pipeline again (REDIS_RETRY), and that
+    SET NX finds the lock the first one took. The lock is this sync's all the same, not another holder's: the
+    appointment is not left busy until it lapses."""
+    dropper = AnswerDropper(private_redis.port, marker=b"$3\r\nSET\r\n")
+    try:
+        client = redis.Redis(port=dropper.port, decode_responses=True, retry=REDIS_RETRY,
+                             retry_on_error=REDIS_RETRY_ON)
+        store = Store(client)
+        start = store.start_sync("a1", 60)
+    finally:
+        dropper.close()
+
+    assert dropper.dropped, "no answer was lost"
+    assert start.lease is not None
+    assert redis.Redis(port=private_redis.port, decode_responses=True).get(KEYS.lock("a1")) == start.lease.token
 
 
 def test_a_restart_is_seen_at_the_first_question_after_reconnecting(private_redis) -> None:

@@ -736,6 +736,8 @@ class Store:
         """Syncs of one appointment never run at once; a crashed holder's lock expires after `ttl_seconds`."""
         lease = Lease(self, self.keys.lock(appointment_id), ttl_seconds)
         taken = self.client.set(lease.key, lease.token, nx=True, px=lease.ttl_ms)
+        # A SET sent again by the client after a lost answer finds this very lock: it is ours all the same.
+        taken = taken or self.client.get(lease.key) == lease.token
         return self.held(appointment_id, lease if taken else None)
 
     def start_sync(self, appointment_id: str, lock_ttl_seconds: float) -> SyncStart:
@@ -750,19 +752,23 @@ class Store:
             for key, token in unreleased:
                 self._release_lock(keys=[key], args=[token], client=pipe)
             pipe.set(lease.key, lease.token, nx=True, px=lease.ttl_ms)
+            # Whose it is now: ours also when the client sent the pipeline again after losing its first answer.
+            pipe.get(lease.key)
             pipe.zrem(self.keys.deferred_schedule, appointment_id)
             pipe.hgetall(self.keys.appointment(appointment_id))
             pipe.hvals(self.keys.events(appointment_id))
             try:
-                *releases, taken, _, raw, events = pipe.execute(raise_on_error=False)
+                *releases, set_answer, holder, _, raw, events = pipe.execute(raise_on_error=False)
             except redis.RedisError:
-                self._remember_unreleased(unreleased)
+                # Its SET may have been applied, the answer lost: the token's lock is let go first next time.
+                self._remember_unreleased([*unreleased, (lease.key, lease.token)])
                 raise
+        taken = set_answer is True or holder == lease.token
         self._remember_unreleased([lock for lock, released in zip(unreleased, releases, strict=True)
                                    if isinstance(released, Exception)])
-        for result in (taken, raw, events):
+        for result in (set_answer, raw, events):
             if isinstance(result, Exception):
-                if taken is True:
+                if taken:
                     self._remember_unreleased([(lease.key, lease.token)])
                 raise result
         return SyncStart(lease=lease if taken else None,
