@@ -19,8 +19,15 @@ BOOKING = BookingRequest(meeting_slug="intro", name="Eve", email="eve@example.co
                          start=datetime(2031, 1, 6, 10, tzinfo=UTC), time_zone="UTC")
 
 
+def mocked() -> httpx.BaseTransport:
+    """httpx's own transport, which respx intercepts (the service's default one, workers/clients/transport.py,
+    it does not)."""
+    return httpx.HTTPTransport()
+
+
 def neetocal(version: str = "v2") -> NeetoCalClient:
-    return NeetoCalClient(NEETOCAL.replace("v2", version), api_key="key", version=version, timeout=5)
+    return NeetoCalClient(NEETOCAL.replace("v2", version), api_key="key", version=version, timeout=5,
+                          transport=mocked())
 
 
 @respx.mock
@@ -57,7 +64,7 @@ def test_neetocal_statuses(status: int, body: dict, expected: type) -> None:
 
 def test_an_unconfigured_api_is_the_services_own_outcome() -> None:
     with pytest.raises(NotConfigured):
-        MeetergoClient(MEETERGO, api_key=None, timeout=5).get_appointment("a1")
+        MeetergoClient(MEETERGO, api_key=None, timeout=5, transport=mocked()).get_appointment("a1")
 
 
 @respx.mock
@@ -66,7 +73,7 @@ def test_meetergo_errors_carry_its_field_messages() -> None:
         "statusCode": 400, "message": "Validation failed", "error": "Bad Request",
         "errors": [{"field": "id", "message": "Invalid id"}]}))
     with pytest.raises(ValidationFailed, match="id: Invalid id"):
-        MeetergoClient(MEETERGO, api_key="rgo-token", timeout=5).get_appointment("a1")
+        MeetergoClient(MEETERGO, api_key="rgo-token", timeout=5, transport=mocked()).get_appointment("a1")
 
 
 @respx.mock
@@ -74,5 +81,5 @@ def test_an_expired_meetergo_key_is_an_auth_error_not_a_retry() -> None:
     respx.get(f"{MEETERGO}/v4/appointment/a1").mock(return_value=httpx.Response(
         401, json={"statusCode": 401, "message": "API key has expired"}))
     with pytest.raises(AuthError) as raised:
-        MeetergoClient(MEETERGO, api_key="rgo-token", timeout=5).get_appointment("a1")
+        MeetergoClient(MEETERGO, api_key="rgo-token", timeout=5, transport=mocked()).get_appointment("a1")
     assert not raised.value.transient

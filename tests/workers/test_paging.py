@@ -15,6 +15,12 @@ from workers.clients.paging import numbered_pages, offset_pages, token_pages
 MEETERGO = "https://meetergo.test"
 
 
+def mocked() -> httpx.BaseTransport:
+    """httpx's own transport, which respx intercepts (the service's default one, workers/clients/transport.py,
+    it does not)."""
+    return httpx.HTTPTransport()
+
+
 def pages_of(items: list[int], size: int) -> list[list[int]]:
     return [items[n:n + size] for n in range(0, len(items), size)] or [[]]
 
@@ -86,7 +92,7 @@ def test_token_pages_follow_the_token_until_there_is_none() -> None:
 # --- meetergo: pages numbered from 0 or 1, users by offset ------------------------------------------------------
 @pytest.fixture
 def meetergo() -> MeetergoClient:
-    return MeetergoClient(MEETERGO, api_key="key", timeout=5)
+    return MeetergoClient(MEETERGO, api_key="key", timeout=5, transport=mocked())
 
 
 def appointments(*ids: int) -> httpx.Response:

@@ -29,6 +29,12 @@ OAUTH = "https://zoom.test/oauth/token"
 HOST = "john@example.com"
 
 
+def mocked() -> httpx.BaseTransport:
+    """httpx's own transport, which respx intercepts (the service's default one, workers/clients/transport.py,
+    it does not)."""
+    return httpx.HTTPTransport()
+
+
 @pytest.fixture
 def calls() -> list[tuple[str, str, int | None]]:
     return []
@@ -39,9 +45,10 @@ def zoom(redis_client: redis.Redis, calls: list[tuple[str, str, int | None]]) ->
     def observe(service: str, operation: str, status: int | None, _: float) -> None:
         calls.append((service, operation, status))
 
-    oauth = ZoomOAuth(OAUTH, account_id="acct", client_id="id", client_secret="secret", timeout=5, observe=observe)
+    oauth = ZoomOAuth(OAUTH, account_id="acct", client_id="id", client_secret="secret", timeout=5, observe=observe,
+                      transport=mocked())
     return ZoomClient(API, auth=ZoomAuth(SharedToken(redis_client), oauth), limiters={},
-                      quota=HostDailyQuota(redis_client, 100), timeout=5, observe=observe)
+                      quota=HostDailyQuota(redis_client, 100), timeout=5, observe=observe, transport=mocked())
 
 
 def grant(token: str = "t1") -> httpx.Response:
@@ -95,8 +102,8 @@ def test_a_create_spends_one_unit_of_the_hosts_quota_with_its_first_slot_however
     limiter.acquire = lambda: slots.append("slot")  # type: ignore[method-assign]
     limiter.acquire_spending = lambda *args: (slots.append("slot and unit"), spend(*args))  # type: ignore[method-assign]
     zoom = ZoomClient(API, auth=ZoomAuth(SharedToken(redis_client), ZoomOAuth(
-        OAUTH, account_id="acct", client_id="id", client_secret="secret", timeout=5)),
-        limiters={MEDIUM: limiter}, quota=quota, timeout=5)
+        OAUTH, account_id="acct", client_id="id", client_secret="secret", timeout=5, transport=mocked())),
+        limiters={MEDIUM: limiter}, quota=quota, timeout=5, transport=mocked())
     respx.post(OAUTH).mock(side_effect=[grant("old"), grant("new")])
     respx.post(f"{API}/users/{HOST}/meetings").mock(side_effect=[
         zoom_error(401, 124, "Invalid access token."),

@@ -1,4 +1,5 @@
-"""What every API client shares: one httpx.Client with timeouts, error mapping, short in-call retries.
+"""What every API client shares: one httpx.Client with timeouts, error mapping, short in-call retries (over
+workers/clients/transport.py).
 
 In-call retries are for blips (a reset connection, a 503, a per-second 429) on requests that are safe to
 repeat. Anything longer is the sync task's business: it retries the whole sync later with backoff, which
@@ -24,6 +25,7 @@ from workers.clients.errors import (
     APITimeoutError,
     error_class_for,
 )
+from workers.clients.transport import default_transport
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ class ApiClient:
         self.http = httpx.Client(
             base_url=base_url.rstrip("/") + "/",
             timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)),
-            transport=transport,
+            transport=transport if transport is not None else default_transport(),
             headers={"Accept": "application/json", "User-Agent": "meetbridge/0.1"},
         )
         self._observe = observe
