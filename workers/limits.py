@@ -89,11 +89,18 @@ class RateLimiter:
             time.sleep(wait_ms / 1000)
 
 
+# What an appointment's lock has to spare beyond its longest step: a step that starts with less left than that
+# step could take extends the lock first (AppointmentSync.before_remote_call).
+LOCK_MARGIN_SECONDS = 5.0
+
+
 def lock_seconds(settings: Settings) -> float:
-    """How long an appointment's lock lasts unless extended. Syncs extend it at every step, so it only has to
-    outlast the longest single step: a wait for the rate budget, then one call's attempts and pauses."""
+    """How long an appointment's lock lasts unless extended. Syncs extend it before a step that might not fit in
+    what is left, so it only has to outlast the longest single step: a wait for the rate budget, then one call's
+    attempts and pauses."""
     attempts = IN_CALL_RETRIES + 1
-    return RATE_LIMIT_MAX_WAIT_SECONDS + attempts * (settings.http_timeout_seconds + IN_CALL_MAX_WAIT_SECONDS) + 5
+    return (RATE_LIMIT_MAX_WAIT_SECONDS + attempts * (settings.http_timeout_seconds + IN_CALL_MAX_WAIT_SECONDS)
+            + LOCK_MARGIN_SECONDS)
 
 
 def next_utc_midnight(now: datetime | None = None) -> datetime:

@@ -31,6 +31,7 @@ from workers.clients.errors import CannotSync, NotFound, ValidationFailed
 from workers.clients.neetocal import join_url_dropped_warning
 from workers.desired import Desired, answering, fold, needs_confirmation
 from workers.host_pages import HostPages
+from workers.limits import LOCK_MARGIN_SECONDS
 from workers.reconciliation import read_back
 from workers.start_urls import StartUrls
 from workers.state import AppointmentBusy, AppointmentRecord, Lease, Note
@@ -139,10 +140,11 @@ class AppointmentSync:
     def before_remote_call(self, method: str) -> None:
         """Before each call to Zoom or NeetoCal: a write goes out only once what the run kept for later is
         recorded (so a crash never leaves a change made but neither recorded nor noted as pending), and the lock
-        is extended when due, as every write does."""
+        is extended when what is left of it might not outlast the call (its rate wait, attempts and pauses: the
+        lock's length less its margin), as every write does. A sync's first calls come well inside the margin."""
         if method != "GET" and self.kept_for_later():
             self.save()
-        elif time.monotonic() - self.lease.extended_at > self.lease.ttl_ms / 3000:
+        elif time.monotonic() - self.lease.extended_at > LOCK_MARGIN_SECONDS:
             self.lease.extend()
 
     def kept_for_later(self) -> bool:

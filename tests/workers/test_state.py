@@ -239,3 +239,32 @@ def test_a_restart_is_seen_at_the_first_question_after_reconnecting(private_redi
     client.ping()  # the sync's first round trip: a new connection
 
     assert store.epoch.recently_restarted() and other.epoch.recently_restarted()
+
+
+def test_a_call_that_might_outlast_what_is_left_of_the_lock_extends_it_first(redis_client: redis.Redis) -> None:
+    """The lock lasts one step's worst case plus a margin: a call made once the margin is spent extends it first,
+    or a slow step (a rate wait, then attempts timing out) could outlive it while results are kept unwritten."""
+    from meetbridge.config import Settings
+    from tests.support import REDIS_URL
+    from workers.limits import LOCK_MARGIN_SECONDS, lock_seconds
+    from workers.sync import AppointmentSync
+    from workers.wiring import build_services
+
+    settings = Settings(redis_url=REDIS_URL)
+    services = build_services(settings)
+    start = services.store.start_sync("a1", lock_seconds(settings))
+    assert start.lease is not None
+    lease = start.lease
+    sync = AppointmentSync(services, "a1", lease, None, [])
+    taken_at = lease.extended_at
+
+    sync.before_remote_call("GET")  # just taken: a whole step fits in what is left
+    assert lease.extended_at == taken_at
+
+    spent_ms = int((LOCK_MARGIN_SECONDS + 1) * 1000)  # as if the sync had run that long since
+    lease.extended_at -= spent_ms / 1000
+    redis_client.pexpire(KEYS.lock("a1"), lease.ttl_ms - spent_ms)
+    sync.before_remote_call("GET")
+
+    assert lease.extended_at >= taken_at
+    assert redis_client.pttl(KEYS.lock("a1")) > lease.ttl_ms - 1000
