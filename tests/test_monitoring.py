@@ -169,3 +169,36 @@ def test_a_warm_shutdown_publishes_the_task_events_still_buffered(make_stack, re
         listener.close()
     succeeded = [event for event in events if event["type"] == "task-succeeded"]
     assert succeeded, [event["type"] for event in events]
+
+
+def test_after_a_consumer_stop_task_events_go_out_one_by_one(redis_client) -> None:
+    """A consumer that lost its broker connection stops, then starts again with a new dispatcher; Celery hands that
+    one only the events that failed to go out, so the old dispatcher must not keep a batch nobody flushes."""
+    from types import SimpleNamespace
+
+    from celery import Celery
+    from celery.utils.timer2 import Timer
+
+    from tests.support import REDIS_URL
+    from workers.task_events import BatchedTaskEvents
+
+    database = redis_client.connection_pool.connection_kwargs["db"]
+    listener = redis_client.pubsub(ignore_subscribe_messages=True)
+    listener.psubscribe(f"/{database}.celeryev/task.*")
+    app = Celery("events-stand-in", broker=REDIS_URL)
+    timer = Timer()
+    try:
+        with app.connection_for_write() as connection, app.events.Dispatcher(connection) as dispatcher:
+            consumer = SimpleNamespace(event_dispatcher=dispatcher, hub=None, timer=timer)
+            step = BatchedTaskEvents(consumer)
+            step.start(consumer)
+            dispatcher.send("task-started", uuid="batched")
+            assert listener.get_message(timeout=0.3) is None, "sent at once: not batched"
+            step.stop(consumer)
+            assert listener.get_message(timeout=1)["channel"].endswith("task.multi")  # the batch, at the stop
+            dispatcher.send("task-succeeded", uuid="after-the-stop")
+            message = listener.get_message(timeout=1)
+    finally:
+        timer.stop()
+        listener.close()
+    assert message is not None and message["channel"].endswith("task.succeeded"), message

@@ -43,6 +43,11 @@ class BatchedTaskEvents(bootsteps.StartStopStep):
         if self._flushing is not None:
             self._flushing.cancel()
             self._flushing = None
+        if c.event_dispatcher is not None:
+            # Until the next start (a consumer restarting after a lost broker connection) nothing would flush a
+            # batch, and Celery hands the next dispatcher only what failed to go out: from now on each event goes
+            # out at once, or waits in that outbound buffer.
+            c.event_dispatcher.buffer_group = frozenset()
         self._flush(c)
 
     def shutdown(self, c: Any) -> None:
