@@ -126,6 +126,15 @@ def test_requests_share_one_kept_alive_connection_and_carry_httpx_headers_and_bo
     assert answers[0].reason_phrase == "Created" and answers[0].http_version == "HTTP/1.1"
 
 
+def test_threads_sharing_one_client_each_get_a_connection_of_their_own(server: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with client(server) as http, ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda n: http.post("/meetings", json={"n": n}).json(), range(320)))
+    assert sorted(json.loads(answer["body"])["n"] for answer in answers) == list(range(320))
+    assert Handler.connections <= 16
+
+
 def test_a_connection_the_server_let_go_while_idle_is_not_reused(server: str) -> None:
     with client(server) as http:
         assert http.get("/then-close").status_code == 200
@@ -225,8 +234,10 @@ def test_https_verifies_the_servers_certificate(tls_server: tuple[str, Path]) ->
     with client(base) as http, pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
         http.get("/ok")  # a self-signed certificate: refused by the default context (certifi's roots)
     trusting = ssl.create_default_context(cafile=str(cert))
+    Handler.connections = 0
     with httpx.Client(base_url=base, transport=PooledTransport(ssl_context=trusting)) as http:
-        assert [http.get("/ok").status_code for _ in range(2)] == [200, 200]
+        assert [http.get("/ok").status_code for _ in range(3)] == [200, 200, 200]
+    assert Handler.connections == 1  # kept alive over TLS too
 
 
 def test_a_proxy_in_the_environment_keeps_httpxs_own_transport(monkeypatch: pytest.MonkeyPatch) -> None:
