@@ -51,8 +51,8 @@ class BatchedTaskEvents(bootsteps.StartStopStep):
         self._flush(c)
 
     def shutdown(self, c: Any) -> None:
-        # A warm shutdown stops the consumer before the pool: the tasks that finish in between buffer their last
-        # events after `stop`, and Celery's Events step closes the dispatcher right after this.
+        # A warm shutdown stops the consumer before the pool, and Celery's Events step closes the dispatcher right
+        # after this: whatever a task buffered in between (as `stop` ended batching) goes out now.
         self.stop(c)
 
     @staticmethod

@@ -2,7 +2,7 @@
 
 Why not httpx's default (httpcore): under a worker's concurrency its connection pool and h11's state machine cost
 more than the rest of a call. In `bench/pipeline` (Business, 50 hosts) httpcore held a fifth of the worker's CPU
-per booking, and this transport brought the whole worker to 0.81 of it, same run (BENCHMARKS.md, issue #11).
+per booking, and this transport brought the whole worker to 0.81-0.86 of it, same run (BENCHMARKS.md, #11).
 The clients keep speaking httpx (its requests, responses, timeouts and errors); only the bytes on the wire go
 through http.client, which is what urllib3 and requests build on.
 
