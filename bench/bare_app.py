@@ -6,6 +6,9 @@ JSON body and do as little as their name says.
   recording and nothing more: what the one round trip alone costs under gunicorn.
 - `create_app("validate")`: the body parsed and loaded by meetbridge's marshmallow schemas, then written as
   above: the round trip plus the validation, without meetbridge's token check, deduplication or Celery message.
+- `meetbridge_without_validation()`: meetbridge's own app with marshmallow's load replaced by a copy of one
+  loaded event under the body's appointment id: what the handler would cost if validation were free (bench only:
+  it accepts anything with an id).
 
 Served under the very same gunicorn config as the service (`gunicorn --config gunicorn.conf.py
 'bench.bare_app:create_app()'`, from the repository root), so the differences between them and meetbridge are
@@ -14,9 +17,11 @@ what each part of meetbridge's handler costs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 from flask import Flask, jsonify, request
@@ -42,3 +47,21 @@ def create_app(work: str = "none") -> Flask:
         return jsonify({}), 202
 
     return app
+
+
+def meetbridge_without_validation() -> Flask:
+    import webhooks.meetergo
+    from schemas.meetergo import Delivery, parse_delivery
+    from webhooks import create_app as meetbridge_app
+
+    loaded: dict[str, Any] = {}
+
+    def first_then_copies(body: Any, received_at: datetime | None = None) -> Delivery:
+        if not loaded:
+            loaded["delivery"] = parse_delivery(body, received_at=received_at)
+        delivery = loaded["delivery"]
+        event = dataclasses.replace(delivery.event, appointment_id=body["id"], received_at=received_at)
+        return Delivery(kind=delivery.kind, event=event)
+
+    webhooks.meetergo.parse_delivery = first_then_copies
+    return meetbridge_app()
