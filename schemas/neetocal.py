@@ -178,15 +178,17 @@ class BookingResponseSchema(Schema):
 
 
 def _responses(listed: Any, as_hash: Any) -> dict[str, str]:
-    """Field code -> answer from either shape; the hash's keys are taken to be field codes too."""
+    """Field code -> answer from either shape; the hash's keys are taken to be field codes too. A question listed
+    without an answer (null: the docs do not say whether NeetoCal lists those) is left out, as if not listed."""
     found: dict[str, str] = {}
     if isinstance(listed, dict):
-        found.update((str(k), str(v)) for k, v in listed.items())
+        found.update((str(k), str(v)) for k, v in listed.items() if v is not None)
     elif isinstance(listed, list):
         for item in listed:
             if isinstance(item, dict) and item.get("value") is not None:
                 found[str(item.get("field_code") or item.get("field") or "")] = str(item["value"])
     if isinstance(as_hash, dict):
         for key, value in as_hash.items():
-            found.setdefault(str(key), str(value))
+            if value is not None:
+                found.setdefault(str(key), str(value))
     return found

@@ -84,3 +84,59 @@ def test_templates_are_read_on_either_version(server: RunningServer, control: ht
         LinkSpec(slug="from-t", name="From T", host_email="john@example.com", duration=30))
     [made] = [m for m in control.get("/_sandbox/meetings").json()["meetings"] if m["sid"] == link.sid]
     assert made["template_id"] == template["id"] and "x" in made["questions"]
+
+
+# --- finding the booking of a create whose answer was lost ------------------------------------------------------
+def test_a_join_url_shared_by_two_appointments_finds_the_one_at_the_noted_time(server: RunningServer,
+                                                                              control: httpx.Client) -> None:
+    """meetergo's own meeting link (a host's personal room) may be the same on a client's other appointments: a
+    look-up for the booking a lost create made must not take the other one, which the sync would then move or
+    cancel."""
+    client = client_for(server, "v2")
+    link = client.create_link(LinkSpec(slug="intro-30m", name="Intro", host_email="john@example.com", duration=30))
+    client.set_mirror_availability(link)
+    start = (datetime.now(UTC) + timedelta(days=3)).replace(hour=9, minute=0, second=0, microsecond=0)
+    room = {"zoom_join_url": "https://meet.example.com/john-room"}
+    made = [client.create_booking(BookingRequest("intro-30m", "Eve", "eve@example.com", start + timedelta(hours=n),
+                                                 "Europe/Berlin", room)) for n in range(2)]
+    for booking in made:
+        found = client.find_booking("eve@example.com", room["zoom_join_url"], field="zoom_join_url",
+                                    starts_at=booking.starts_at, host_email="john@example.com")
+        assert found is not None and found.sid == booking.sid
+    elsewhere = (start + timedelta(hours=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert client.find_booking("eve@example.com", room["zoom_join_url"], field="zoom_join_url", starts_at=elsewhere,
+                               host_email="john@example.com") is None
+
+
+SLOT = "2030-01-07T09:00:00Z"
+LISTED = {"sid": "b1", "status": "confirmed", "starts_at": SLOT, "email": "eve@example.com",
+          "host_email": "john@example.com"}
+
+
+@pytest.mark.parametrize("unanswered", [
+    {},  # the question left out (what the simulator does)
+    {"form_responses": [{"field_code": "zoom_join_url", "value": ""}]},
+    {"form_responses": [{"field_code": "zoom_join_url", "value": None}]},
+    {"form_responses": {"zoom_join_url": None}},
+    {"form_responses_as_hash": {"zoom_join_url": None}},
+    {"form_responses_as_hash": {"zoom_join_url": ""}},
+], ids=["absent", "list-empty", "list-null", "object-null", "hash-null", "hash-empty"])
+def test_a_booking_without_a_join_url_is_found_however_the_unanswered_question_is_listed(
+        unanswered: dict) -> None:
+    """A phone or in-person booking carries no join URL; it is found by its time and host. NeetoCal's docs do not
+    say how a form question left unanswered is listed (left out, null or empty): each reads as unanswered, never
+    as the text "None"."""
+    other_time = {**LISTED, "sid": "b0", "starts_at": "2030-01-06T09:00:00Z"}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"bookings": [other_time, {**LISTED, **unanswered}],
+                                         "pagination": {"total_pages": 1}})
+
+    client = NeetoCalClient("http://neetocal.test/api/external/v2", api_key="k", version="v2", timeout=5,
+                            transport=httpx.MockTransport(answer))
+    found = client.find_booking("eve@example.com", None, field="zoom_join_url", starts_at=SLOT,
+                                host_email="john@example.com")
+    assert found is not None and found.sid == "b1"
+    assert found.answer("zoom_join_url") in (None, "")
+    assert client.find_booking("eve@example.com", None, field="zoom_join_url", starts_at=SLOT,
+                               host_email="mary@example.com") is None

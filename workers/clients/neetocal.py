@@ -32,6 +32,7 @@ from schemas.neetocal import (
     no_public_availability,
     slot_fields,
 )
+from schemas.times import parse_utc
 from workers.clients.base import ApiClient
 from workers.clients.errors import APIError, NotConfigured, NotFound, SlotUnavailable, ValidationFailed
 from workers.clients.paging import numbered_pages
@@ -186,17 +187,19 @@ class NeetoCalClient(ApiClient):
 
     def find_booking(self, client_email: str, answer: str | None, *, field: str | None = None,
                      starts_at: str | None = None, host_email: str | None = None) -> Booking | None:
-        """The live booking of `client_email` that carries `answer` in its form responses or, when NeetoCal
-        dropped it or none was sent (no answer under the field code `field`), the one without that answer which
-        starts at `starts_at` (UTC `Z`) with `host_email`: one host holds one booking at a time."""
+        """The live booking of `client_email` that carries `answer` in its form responses (at `starts_at`, UTC
+        `Z`, when given: a join URL of meetergo's own may be the same on the client's other appointments) or,
+        when NeetoCal dropped it or none was sent (no answer under the field code `field`), the one without that
+        answer which starts at `starts_at` with `host_email`: one host holds one booking at a time."""
         for item in self._pages(self.routes.bookings, "list_bookings", "bookings", client_email=client_email):
             booking = BOOKING_RESPONSE.load(item)
-            if booking.status == "cancelled":
+            if booking.status == "cancelled" or (starts_at is not None and not _same_instant(booking.starts_at,
+                                                                                             starts_at)):
                 continue
             if answer and answer in booking.answers:
                 return booking
-            dropped = field is not None and booking.answer(field) is None
-            if dropped and starts_at is not None and booking.starts_at == starts_at and host_email is not None \
+            unanswered = field is not None and not booking.answer(field)  # also listed with "" or null
+            if unanswered and starts_at is not None and host_email is not None \
                     and (booking.host_email or "").lower() == host_email.lower():
                 return booking
         return None
@@ -321,3 +324,13 @@ def _booking(body: Any) -> Booking:
 def _template(item: dict[str, Any]) -> Template:
     return Template(id=str(item.get("id") or item.get("sid") or ""), is_template=item.get("is_template") is True,
                    name=item.get("name"))
+
+
+def _same_instant(found: str | None, noted: str) -> bool:
+    """Whether NeetoCal's `starts_at` is the noted time: its docs show UTC with Z, read as any ISO 8601 form."""
+    if found == noted:
+        return True
+    try:
+        return found is not None and parse_utc(found) == parse_utc(noted)
+    except ValueError:
+        return False
