@@ -95,9 +95,9 @@ LOCK_MARGIN_SECONDS = 5.0
 
 
 def lock_seconds(settings: Settings) -> float:
-    """How long an appointment's lock lasts unless extended. Syncs extend it before a step that might not fit in
-    what is left, so it only has to outlast the longest single step: a wait for the rate budget, then one call's
-    attempts and pauses."""
+    """How long an appointment's lock lasts unless extended. Syncs extend it before each attempt of a call once
+    its margin is spent (AppointmentSync.before_remote_call), so it has to outlast one attempt: a wait for the rate
+    budget, the call's timeout and a pause. It covers a whole call's attempts, which leaves room to spare."""
     attempts = IN_CALL_RETRIES + 1
     return (RATE_LIMIT_MAX_WAIT_SECONDS + attempts * (settings.http_timeout_seconds + IN_CALL_MAX_WAIT_SECONDS)
             + LOCK_MARGIN_SECONDS)

@@ -9,6 +9,7 @@ import pytest
 import respx
 
 from schemas.neetocal import BookingRequest
+from workers.clients.base import before_remote_call
 from workers.clients.errors import AuthError, NotConfigured, NotFound, RateLimited, SlotUnavailable, ValidationFailed
 from workers.clients.meetergo import MeetergoClient
 from workers.clients.neetocal import NeetoCalClient
@@ -83,3 +84,19 @@ def test_an_expired_meetergo_key_is_an_auth_error_not_a_retry() -> None:
     with pytest.raises(AuthError) as raised:
         MeetergoClient(MEETERGO, api_key="rgo-token", timeout=5, transport=mocked()).get_appointment("a1")
     assert not raised.value.transient
+
+
+@respx.mock
+def test_each_attempt_of_a_retried_call_first_asks_the_sync_to_keep_its_lock() -> None:
+    """A retried call's rate waits and timeouts add up past what one attempt takes: the sync's hook (which extends
+    the appointment's lock once its margin is spent) runs before every attempt, not only the first."""
+    route = respx.get(f"{NEETOCAL}/bookings/b1").mock(side_effect=[
+        httpx.Response(503, headers={"Retry-After": "0"}), httpx.Response(503, headers={"Retry-After": "0"}),
+        httpx.Response(200, json={"sid": "b1", "status": "confirmed"})])
+    asked: list[str] = []
+    hooked = before_remote_call.set(asked.append)
+    try:
+        assert neetocal().get_booking("b1").sid == "b1"
+    finally:
+        before_remote_call.reset(hooked)
+    assert route.call_count == 3 and asked == ["GET", "GET", "GET"]

@@ -111,10 +111,12 @@ class ApiClient:
     ) -> httpx.Response:
         if retries is None:
             retries = IN_CALL_RETRIES if method in IDEMPOTENT_METHODS else 0
-        if (hook := before_remote_call.get()) is not None:
-            hook(method)
+        hook = before_remote_call.get()
         attempt = 0
         while True:
+            if hook is not None:
+                # Before each attempt: a retried call's rate waits and timeouts add up past one attempt's worth.
+                hook(method)
             try:
                 return self._send(method, path, operation=operation, json=json, params=params, data=data)
             except APIError as error:
