@@ -119,6 +119,9 @@ def reconcile_one(services: Services, directory: HostDirectory, raw: Any, now: d
     known = services.store.events(event.appointment_id)
     if _same_appointment(fold(known), fold([*known, event])):
         return None
+    # Pending first: if the run breaks off before it queues what it found, the stale-pending sweep queues this one
+    # (the next run would see the event recorded, and nothing to do).
+    services.store.mark_pending([event.appointment_id])
     services.store.add_event(event)
     services.store.note(event.appointment_id, "reconciled", "meetergo holds a newer state of this appointment")
     return event.appointment_id

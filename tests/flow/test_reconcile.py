@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import redis
 
 from sandbox import meetergo as meetergo_sim
 from tests.support import (
@@ -19,7 +21,7 @@ from tests.support import (
     wait_until,
 )
 from workers.reconciliation import reconcile
-from workers.tasks import queue_syncs
+from workers.tasks import queue_syncs, sweep_schedules
 from workers.wiring import build_services
 
 API_KEY = "sandbox-meetergo-key"
@@ -117,3 +119,39 @@ def test_a_failing_user_list_and_a_malformed_appointment_do_not_stop_the_run(sta
     assert run_reconcile(stack) == 1
     stack.wait_for_status(good["id"], "synced")
     assert stack.appointment(broken["id"]) is None
+
+
+def test_a_run_that_breaks_off_before_queueing_leaves_what_it_recorded_to_the_stale_pending_sweep(
+        stack: Stack, sims: Sims) -> None:
+    """The run records meetergo's appointments one by one and queues them at its end: one that breaks off in
+    between (a Redis failover, a killed worker) has recorded events the next run finds already known, so nothing
+    but the pending set can still bring them to a sync."""
+    lost = [appointment(days=2), appointment(days=3)]
+    for appt in lost:
+        sims.post("meetergo", "appointments", appt)
+    services = build_services(stack.settings)
+    try:
+        noted = services.store.note
+        calls = []
+
+        def breaks_on_the_second(*args, **kwargs):
+            calls.append(args)
+            if len(calls) == 2:
+                raise redis.ConnectionError("failover")
+            return noted(*args, **kwargs)
+
+        services.store.note = breaks_on_the_second
+        queued: list[str] = []
+        with pytest.raises(redis.ConnectionError):
+            reconcile(services, queued.extend)
+        services.store.note = noted
+        assert queued == [] and len(calls) == 2
+        assert run_reconcile(stack) == 0  # both recorded: the next run has nothing to add
+        later = time.time() + 2 * stack.settings.broker_visibility_timeout_seconds + 1
+        _, syncs = sweep_schedules(services, now=later, refreshes_too=False)
+        assert syncs == 2
+    finally:
+        services.close()
+    for appt in lost:
+        stack.wait_for_status(appt["id"], "synced")
+    assert len(sims.zoom_meetings()) == 2
