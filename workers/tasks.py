@@ -17,11 +17,12 @@ import redis
 from celery.exceptions import Reject
 
 from meetbridge.config import Settings
+from schemas.events import AppointmentEvent
 from schemas.times import epoch_utc_seconds
 from workers.celery_app import RECONCILE, REFRESH, SWEEP, SWEEP_DEFERRED, SYNC, app
 from workers.clients.base import backoff_delay
 from workers.clients.errors import MeetbridgeError, WaitsUntil
-from workers.desired import snapshot
+from workers.desired import fold, snapshot
 from workers.limits import lock_seconds
 from workers.queue import enqueue_many, queue_syncs
 from workers.reconciliation import reconcile as reconcile_with_meetergo
@@ -65,28 +66,28 @@ def run_sync(services: Services, appointment_id: str) -> Outcome:
         return Outcome("busy", retry_in=min(lock_ttl, 0.5 * 2 ** min(attempt, 6)) + random.uniform(0, 0.5))
     except WaitsUntil as error:
         park(services, appointment_id, error.resume_at.timestamp(), str(error))
-        return _counted(services, appointment_id, Outcome("waiting"), record)
+        return _counted(services, appointment_id, Outcome("waiting"), meeting_end(record, start.events))
     except MeetbridgeError as error:
         if error.transient and attempt < settings.sync_max_retries:
             delay = backoff_delay(attempt, base=2.0, cap=settings.retry_max_delay_seconds,
                                   retry_after=error.retry_after)
             if delay > settings.retry_max_delay_seconds:
                 park(services, appointment_id, time.time() + delay, f"{error} (asked to wait {delay:.0f}s)")
-                return _counted(services, appointment_id, Outcome("waiting"), record)
+                return _counted(services, appointment_id, Outcome("waiting"), meeting_end(record, start.events))
             store.update(appointment_id, sync_attempts=attempt + 1,
                          error=f"{error}; retry {attempt + 1} of {settings.sync_max_retries} in {delay:.0f}s")
             store.note(appointment_id, "retry", str(error))
             services.metrics.count("meetbridge_retries_total", reason=type(error).__name__)
             return Outcome("retry", retry_in=delay)
         store.mark_failed(appointment_id, str(error))
-        return _counted(services, appointment_id, Outcome("failed"), record)
+        return _counted(services, appointment_id, Outcome("failed"), meeting_end(record, start.events))
     except redis.RedisError:
         raise  # our own state is out of reach: nothing can be recorded, the task goes back to the queue
     except Exception as error:
         # A bug, not the outside world: fail visibly rather than retry it forever.
         log.exception("sync crashed")
         store.mark_failed(appointment_id, f"internal error: {type(error).__name__}: {error}")
-        return _counted(services, appointment_id, Outcome("failed"), record)
+        return _counted(services, appointment_id, Outcome("failed"), meeting_end(record, start.events))
     # The sync's last write settled and retained the appointment: only the count is left.
     services.metrics.count("meetbridge_syncs_total", outcome=status)
     return Outcome(status)
@@ -100,12 +101,20 @@ def park(services: Services, appointment_id: str, resume_at: float, reason: str)
     services.store.note(appointment_id, "waiting", reason)
 
 
-def _counted(services: Services, appointment_id: str, outcome: Outcome, record: AppointmentRecord | None = None
+def meeting_end(record: AppointmentRecord | None, events: list[AppointmentEvent]) -> float | None:
+    """When the appointment ends, by the later of its record and its newest events: a first sync that fails has
+    recorded no end yet, and a reschedule that fails recorded the old one. Its records are kept past that."""
+    desired = fold(events)
+    known = (ends_at(record) if record else None, desired.end.timestamp() if desired and desired.end else None)
+    return max((end for end in known if end is not None), default=None)
+
+
+def _counted(services: Services, appointment_id: str, outcome: Outcome, meeting_ends_at: float | None = None
              ) -> Outcome:
     if outcome.status in SETTLED:
         services.store.settled(appointment_id)
     if outcome.status in ("failed", "waiting"):  # a sync that ends well retains the records itself
-        retain(services, appointment_id, ends_at(record) if record else None)
+        retain(services, appointment_id, meeting_ends_at)
     services.metrics.count("meetbridge_syncs_total", outcome=outcome.status)
     return outcome
 
@@ -181,6 +190,9 @@ def sweep_schedules(services: Services, now: float | None = None, batch: int = S
         syncs += enqueue_many(services.store, app, SYNC, [(member,) for member in lost])
     while True:
         parked = store.deferred.claim_due(now, batch, DEFERRED_CLAIM_LEASE_SECONDS)
+        # Pending again (parking settled it): the sync takes it out of the deferred schedule, and if its retry
+        # cannot be published then, the stale-pending sweep is what still knows of it.
+        store.mark_pending(parked)
         syncs += enqueue_many(services.store, app, SYNC, [(member,) for member in parked])
         if len(parked) < batch:
             break

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
+from kombu.exceptions import OperationalError
 
 from meetbridge.config import Settings
-from tests.support import REDIS_URL, service_env
+from sandbox import meetergo as meetergo_sim
+from schemas.meetergo import parse_delivery
+from tests.support import REDIS_URL, appointment, service_env
 from workers import tasks
 from workers.clients.errors import (
     APIConnectionError,
@@ -21,6 +25,7 @@ from workers.clients.errors import (
     RateLimited,
     ValidationFailed,
 )
+from workers.queue import QUEUE, sync_message
 from workers.state import KEYS
 from workers.wiring import Services, build_services
 
@@ -112,6 +117,47 @@ def test_a_retry_after_beyond_the_longest_backoff_is_parked_in_redis(services: S
     failing_with(monkeypatch, RateLimited("wait an hour", service="neetocal", status=429, retry_after=3600))
     assert tasks.run_sync(services, ID).status == "waiting"
     assert redis_client.zscore(KEYS.deferred_schedule, ID) is not None
+
+
+def test_a_parked_sync_whose_retry_cannot_be_published_is_still_found_by_the_stale_pending_sweep(
+        services: Services, monkeypatch, redis_client: redis.Redis) -> None:
+    """Parking settles the appointment (out of the pending set) and the sync it is swept for takes it out of the
+    deferred schedule: if that sync's retry then cannot be published (a broker failover), the pending set the
+    sweep put it back in is what still knows of it."""
+    failing_with(monkeypatch, QuotaParked("spent", resume_at=datetime.now(UTC) + timedelta(seconds=1)))
+    assert tasks.run_sync(services, ID).status == "waiting"
+    assert redis_client.zscore(KEYS.pending, ID) is None
+    due = redis_client.zscore(KEYS.deferred_schedule, ID)
+    assert tasks.sweep_schedules(services, now=due + 1, refreshes_too=False) == (0, 1)
+
+    failing_with(monkeypatch, APIConnectionError("reset", service="zoom"))
+    monkeypatch.setattr(tasks, "get_services", lambda: services)
+
+    def broker_gone(*_: object, **__: object) -> None:
+        raise OperationalError("the broker connection was lost")
+
+    monkeypatch.setattr(tasks.sync_appointment, "apply_async", broker_gone)
+    with pytest.raises(OperationalError):
+        tasks.sync_appointment(ID)  # failed, and acknowledged as such: its message is gone
+    assert redis_client.zscore(KEYS.deferred_schedule, ID) is None
+    later = time.time() + 2 * services.settings.broker_visibility_timeout_seconds + 1
+    assert tasks.sweep_schedules(services, now=later, refreshes_too=False) == (0, 1)
+
+
+@pytest.mark.parametrize("error", [ValidationFailed("refused", service="zoom"),
+                                   QuotaParked("spent", resume_at=datetime.now(UTC) + timedelta(hours=3))])
+def test_an_appointment_whose_first_sync_fails_or_waits_is_kept_past_its_meeting(
+        services: Services, monkeypatch, redis_client: redis.Redis, error: MeetbridgeError) -> None:
+    """Its record holds no end yet (a sync records it): its events say when the meeting ends, and an operator
+    must still find it, dead letter and all, until RETENTION_DAYS after that."""
+    appt = appointment(days=60)
+    event = parse_delivery(meetergo_sim.booking_created(appt), received_at=datetime.now(UTC)).event
+    assert services.store.record_delivery(event, sync_message(appt["id"]), QUEUE, history="booked")
+    failing_with(monkeypatch, error)
+    tasks.run_sync(services, appt["id"])
+    kept_until = time.time() + redis_client.ttl(KEYS.appointment(appt["id"]))
+    assert kept_until >= event.end.timestamp() + services.settings.retention_days * 86400 - 60
+    assert redis_client.zscore(KEYS.forget_schedule, appt["id"]) >= kept_until - 60
 
 
 def test_a_bug_fails_visibly_instead_of_retrying_forever(services: Services, monkeypatch) -> None:
