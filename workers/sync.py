@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import redis
 
@@ -49,7 +50,8 @@ MEETING_UNDER_WAY_OR_OVER = (3002, 3007)
 MEETING_STARTED_OR_OVER = (3000, 3002, 3007)
 # Zoom's answers to a GET of a meeting that another account holds (API-FACTS: GET 400 1010, 3000; 404 1001, 3001).
 NOT_IN_THIS_ACCOUNT = (1010, 3000, 1001, 3001)
-# A Zoom meeting link: https://[subdomain.]zoom.us/j/<meeting number>[?pwd=…] (also /w/ and /s/ links).
+# A Zoom meeting link: https://[subdomain.]zoom.us/j/<meeting number>[?pwd=…] (also /w/ links, and /s/ start links,
+# which only ever name the meeting: see join_link).
 ZOOM_LINK = re.compile(r"^https://(?P<host>[a-z0-9.-]+)/(?:j|w|s)/(?P<id>\d{9,12})(?:[/?#]|$)", re.IGNORECASE)
 
 
@@ -274,7 +276,7 @@ class AppointmentSync:
                 self.note("zoom_meeting_external", f"meetergo's meeting {meeting_id} is not in this Zoom account "
                                                    f"({error.code}): its link is the join URL")
             self.forget_zoom()
-            self.save(zoom_owner="meetergo", zoom_external=1, zoom_join_url=desired.meeting_link,
+            self.save(zoom_owner="meetergo", zoom_external=1, zoom_join_url=join_link(desired.meeting_link),
                       ends_at=desired.end.isoformat() if desired.end else None)
             return
         adopted = None
@@ -746,6 +748,16 @@ def zoom_meeting_id_in(link: str | None, zoom_domains: tuple[str, ...]) -> int |
     if not any(host == domain or host.endswith(f".{domain}") for domain in zoom_domains):
         return None
     return int(found["id"])
+
+
+def join_link(link: str) -> str:
+    """A Zoom meeting link as attendees may hold it: `/j/<number>`, its passcode (`pwd`) kept and nothing else. A
+    start link (`/s/<number>?zak=…`, pasted as the meeting type's link, say) logs its holder in as the host."""
+    found = ZOOM_LINK.match(link)
+    if found is None:
+        return link
+    passcode = parse_qs(urlsplit(link).query).get("pwd")
+    return f"https://{found['host']}/j/{found['id']}" + (f"?{urlencode({'pwd': passcode[0]})}" if passcode else "")
 
 
 # What a booking's pending create note holds (`ensure_booking`), cleared together.

@@ -118,10 +118,18 @@ def test_meetergos_own_zoom_meeting_is_adopted_not_made_twice(stack: Stack, sims
     assert answers(booking)["zoom_join_url"] == made.join_url
 
 
-def test_a_zoom_link_outside_the_account_is_the_join_url_and_offers_no_host_link(stack: Stack, sims: Sims) -> None:
+@pytest.mark.parametrize("link, foreign", [
+    ("https://zoom.sandbox/j/98765432101?pwd=elsewhere", "https://zoom.sandbox/j/98765432101?pwd=elsewhere"),
+    # A start link (a host's "Start" link pasted as the meeting type's link) logs its holder in as the host: the
+    # attendee gets the meeting's join form, its passcode and nothing else.
+    ("https://zoom.sandbox/s/98765432101?zak=eyJ0eXAi.HOST-SECRET&pwd=elsewhere",
+     "https://zoom.sandbox/j/98765432101?pwd=elsewhere"),
+    ("https://zoom.sandbox/j/98765432101?tk=HOST-SECRET", "https://zoom.sandbox/j/98765432101"),
+], ids=["join", "start-link", "token"])
+def test_a_zoom_link_outside_the_account_is_the_join_url_and_offers_no_host_link(stack: Stack, sims: Sims,
+                                                                                  link: str, foreign: str) -> None:
     appt = appointment()
-    foreign = "https://zoom.sandbox/j/98765432101?pwd=elsewhere"
-    appt["meetingInfo"]["meetingLink"] = foreign
+    appt["meetingInfo"]["meetingLink"] = link
     stack.deliver(meetergo_sim.booking_created(appt))
     view = stack.wait_for_status(appt["id"], "synced")
     assert sims.zoom_meetings(live_only=False) == [] and not sims.calls("zoom", "POST", "/meetings")
