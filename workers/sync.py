@@ -214,9 +214,10 @@ class AppointmentSync:
         # deleted too (delete_zoom), or it would live on in Zoom, recorded nowhere.
         abandoned = not self.record.zoom_meeting_id and self.record.zoom_create_pending not in (None, host)
         if (self.record.zoom_meeting_id and self.record.zoom_host != host) or abandoned:
-            self.delete_zoom(f"the host changed to {host}")
-            # The old host's link dies with the meeting; the new host gets a new one on their page.
+            # The old host's link dies first, even if the meeting cannot be deleted yet (a Zoom error, a spent
+            # daily cap); the new host gets a new one on their page.
             self.record.host_link_version = self.store.revoke_host_link(self.appointment_id)
+            self.delete_zoom(f"the host changed to {host}")
             put_back = False
         self.save_later(ends_at=desired.end.isoformat() if desired.end else None)
         if drift == "gone":
@@ -616,6 +617,8 @@ class AppointmentSync:
     # --- cancellation ------------------------------------------------------------------------------------
     def cancel(self, desired: Desired) -> None:
         if self.record.zoom_meeting_id or self.record.zoom_create_pending or self.record.zoom_owner:
+            # No host link leads to the meeting from now on, even if Zoom cannot delete it yet.
+            self.record.host_link_version = self.store.revoke_host_link(self.appointment_id)
             self.delete_zoom("the appointment was cancelled")
         self.sets_at_end[self.store.refresh.key] = None
         bookings = self.bookings(desired)

@@ -111,6 +111,25 @@ def test_a_change_of_host_kills_the_old_link_and_the_new_one_works(stack: Stack,
     assert f"/s/{maria_meeting['id']}?" in response.headers["Location"]
 
 
+@pytest.mark.parametrize("change", ["host", "cancel"])
+def test_the_old_link_dies_even_while_zoom_refuses_to_delete_the_meeting(stack: Stack, sims: Sims,
+                                                                         change: str) -> None:
+    """The host was taken off the appointment, or it was cancelled, but Zoom keeps failing the delete (an outage, a
+    spent daily cap): the sync cannot finish, and the link must not keep leading to the meeting meanwhile."""
+    appt = book(stack)
+    link = stack.appointment(appt["id"])["host_link"]
+    sims.configure("zoom", scripted_faults=[{"method": "DELETE", "path": "/meetings/", "kind": "500", "times": 1000}])
+    if change == "host":
+        maria = meetergo_sim.host_entry(meetergo_sim.MARIA)
+        stack.deliver(meetergo_sim.booking_rescheduled(
+            moved(appt, datetime.fromisoformat(appt["start"]), hosts=[maria], hostIds=[maria["id"]]), appt["start"]))
+    else:
+        stack.deliver(meetergo_sim.booking_cancelled(appt))
+    wait_until(lambda: sims.calls("zoom", "DELETE", "/meetings/"), message="the sync to try the delete")
+    assert len(sims.zoom_meetings()) == 1, "the meeting is still there"
+    assert press_start(stack, link).status_code == 410
+
+
 def test_an_expired_link_is_gone(make_stack, redis_client: redis.Redis) -> None:
     stack = make_stack(HOST_LINK_GRACE_SECONDS=60)
     appt = book(stack)
