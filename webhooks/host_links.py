@@ -15,7 +15,14 @@ from typing import Any
 from flask import Blueprint, current_app, redirect, render_template
 
 from webhooks import services
-from workers.host_link_tokens import PATH_PREFIX, LinkRefused, check_still_open, is_zoom_start_url, read_claims
+from workers.host_link_tokens import (
+    PATH_PREFIX,
+    Claims,
+    LinkRefused,
+    check_still_open,
+    is_zoom_start_url,
+    read_claims,
+)
 from workers.queue import queue_syncs
 from workers.state import AppointmentRecord
 
@@ -40,14 +47,14 @@ def _page(status: int, title: str, message: str, *, can_start: bool = False,
     return _private(response)
 
 
-def _open(appointment_id: str, token: str) -> AppointmentRecord:
+def _open(appointment_id: str, token: str) -> tuple[Claims, AppointmentRecord]:
     these = services()
     claims = read_claims(these.settings, appointment_id, token)
     record = these.store.load(appointment_id)
     if record is None:
         raise LinkRefused(404, "there is no such appointment")
     check_still_open(these.settings, claims, record)
-    return record
+    return claims, record
 
 
 def _refused(error: LinkRefused) -> Any:
@@ -58,7 +65,7 @@ def _refused(error: LinkRefused) -> Any:
 @bp.get(ROUTE)
 def show_start_page(appointment_id: str, token: str) -> Any:
     try:
-        record = _open(appointment_id, token)
+        _, record = _open(appointment_id, token)
     except LinkRefused as error:
         return _refused(error)
     when = (record.zoom_start or "").replace("T", " ").replace("Z", " UTC")
@@ -69,7 +76,7 @@ def show_start_page(appointment_id: str, token: str) -> Any:
 @bp.post(ROUTE)
 def start_meeting(appointment_id: str, token: str) -> Any:
     try:
-        record = _open(appointment_id, token)
+        claims, record = _open(appointment_id, token)
     except LinkRefused as error:
         return _refused(error)
     from workers.clients.errors import MeetbridgeError
@@ -81,6 +88,12 @@ def start_meeting(appointment_id: str, token: str) -> Any:
     except MeetbridgeError as error:
         current_app.logger.warning("host link for %s: Zoom did not give a start_url: %s", appointment_id, error)
         found = None
+    if found is not None:
+        try:
+            # The start_url comes from a read of its own: it must still be this host's, under this link.
+            check_still_open(these.settings, claims, found[1])
+        except LinkRefused as error:
+            return _refused(error)
     start_url = found[0] if found else None
     if found is None and (these.store.load(appointment_id) or record).zoom_drift:
         queue_syncs(these, [appointment_id])  # changed in Zoom (another host?): put it back, then start

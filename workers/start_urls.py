@@ -185,6 +185,13 @@ class StartUrls:
         meeting = self.services.zoom.get_meeting(record.zoom_meeting_id)
         if self.note_drift(record, meeting):
             return None  # not the meeting the host's link was made for any more: the sync puts it back first
-        self.save(appointment_id, meeting, record.zoom_host, fetched_at, ends_at(record))
+        fields = self.fields(meeting, record.zoom_host, fetched_at)
+        # Without the appointment's lock: kept only if no sync changed the meeting, its host or the links while
+        # Zoom answered (another host's meeting, and credential, may stand in the record by now).
+        unchanged = {"zoom_meeting_id": record.zoom_meeting_id, "zoom_host": record.zoom_host,
+                     "host_link_version": record.host_link_version or None}
+        if not fields or not self.store.update_if(appointment_id, unchanged, **fields):
+            return None
+        self.schedule(appointment_id, fields["zoom_start_url_expires_at"], ends_at(record))
         self.store.note(appointment_id, "start_url_refreshed", "fetched on demand for the host link")
-        return meeting.start_url or "", record
+        return fields["zoom_start_url"], record

@@ -350,6 +350,21 @@ end
 return found
 """
 
+# Changes fields of a record only while the fields named first still hold what the writer read (a missing field
+# reads as ''). KEYS: the record. ARGV: how many fields to check, those name/value pairs, how many fields to set,
+# those name/value pairs, then the fields to delete.
+_UPDATE_IF = """
+local checks = tonumber(ARGV[1])
+for i = 2, 2 * checks, 2 do
+  if (redis.call('HGET', KEYS[1], ARGV[i]) or '') ~= ARGV[i + 1] then return 0 end
+end
+local at = 2 * checks + 2
+local sets = tonumber(ARGV[at])
+redis.call('HSET', KEYS[1], unpack(ARGV, at + 1, at + 2 * sets))
+if #ARGV > at + 2 * sets then redis.call('HDEL', KEYS[1], unpack(ARGV, at + 2 * sets + 1)) end
+return 1
+"""
+
 REPLICA_ACK_TIMEOUT_MS = 1000
 
 
@@ -444,6 +459,7 @@ class Store:
         self._release_lock = client.register_script(_RELEASE_LOCK)
         self._extend_lock = client.register_script(_EXTEND_LOCK)
         self._write_held = client.register_script(_WRITE_HELD)
+        self._update_if = client.register_script(_UPDATE_IF)
         # Locks this process could not let go of because Redis was out of reach: (key, token). A restarted Redis
         # brings them back from its append-only file, held by nobody until they lapse (a sync's lock lasts about
         # a minute); the next sync's first round trip releases them.
@@ -552,6 +568,17 @@ class Store:
             if to_delete:
                 pipe.hdel(self.keys.appointment(appointment_id), *to_delete)
             pipe.execute()
+
+    def update_if(self, appointment_id: str, expected: Mapping[str, Any], **values: Any) -> bool:
+        """`update` (a value of None removes the field), only if each `expected` field still holds that value (None:
+        absent); whether it did. For a writer without the appointment's lock (the web)."""
+        checks = [item for name, value in expected.items() for item in (name, "" if value is None else str(value))]
+        to_set = {name: str(value) for name, value in values.items() if value is not None}
+        to_set["updated_at"] = now_utc_millis()
+        to_delete = [name for name, value in values.items() if value is None]
+        return bool(self._update_if(keys=[self.keys.appointment(appointment_id)],
+                                    args=[len(expected), *checks, len(to_set),
+                                          *(item for pair in to_set.items() for item in pair), *to_delete]))
 
     def update_held(self, appointment_id: str, lease: Lease, *, notes: Sequence[Note] = (),
                     sets: Mapping[str, float | None] | None = None, **values: Any) -> None:
