@@ -183,7 +183,8 @@ def dev(exit_after_demo: bool, no_demo: bool) -> None:
 
 @main.command(name="host-page")
 @click.argument("email")
-@click.option("--rotate", is_flag=True, help="Revoke the host's earlier page and calendar links; print new ones.")
+@click.option("--rotate", is_flag=True,
+              help="Revoke the host's earlier page and calendar links and the host links they showed; print new ones.")
 def host_page_command(email: str, rotate: bool) -> None:
     """Print a host's private page and calendar links (bearer links: hand them to the host alone)."""
     from workers.host_pages import HostPages, normalize_email

@@ -296,9 +296,14 @@ class HostPages:
         return self._links(email, self.version(email))
 
     def rotate(self, email: str) -> PageLinks:
-        """Revoke every link of this host handed out so far; returns the new ones."""
+        """Revoke every link of this host handed out so far, the host links the page and the calendar showed
+        included (a leaked calendar feed leaked those too); returns the new page links."""
         email = normalize_email(email)
-        return self._links(email, self.index.next_page_version(email))
+        version = self.index.next_page_version(email)
+        for meeting in self.meetings(email):
+            if meeting.host_link:
+                self.services.store.revoke_host_link(meeting.appointment_id)
+        return self._links(email, version)
 
     def _links(self, email: str, version: int) -> PageLinks:
         token = self._serializer().dumps([email, version])

@@ -76,6 +76,11 @@ def page_meetings(response: httpx.Response) -> list[dict[str, Any]]:
     return found
 
 
+def press_start(stack: Stack, link: str) -> httpx.Response:
+    """What a host page's Start button leads to: the link's page, whose button POSTs back to it."""
+    return stack.http.post(stack.web_url + urlsplit(link).path, follow_redirects=False)
+
+
 def feed_events(response: httpx.Response) -> tuple[Calendar, dict[str, Any]]:
     """The feed parsed with icalendar, and its VEVENTs by UID."""
     assert response.status_code == 200, response.text
@@ -237,7 +242,8 @@ def test_tampered_and_rotated_links_are_refused(stack: Stack) -> None:
             assert_private(response)
             assert len(response.content) < 2000 and JOHN["email"] not in response.text
 
-    assert page_meetings(fetch(stack, links["page_url"]))  # the genuine one opens
+    [shown] = page_meetings(fetch(stack, links["page_url"]))  # the genuine one opens
+    [marias] = page_meetings(fetch(stack, maria["page_url"]))
 
     rotated = cli(stack, "host-page", JOHN["email"], "--rotate")
     assert rotated.returncode == 0, rotated.stderr
@@ -248,7 +254,13 @@ def test_tampered_and_rotated_links_are_refused(stack: Stack) -> None:
         response = fetch(stack, link)
         assert response.status_code == 403, link
         assert_private(response)
-    assert [m["id"] for m in page_meetings(fetch(stack, new["page_url"]))] == [appt["id"]]
+    [now_shown] = page_meetings(fetch(stack, new["page_url"]))
+    assert now_shown["id"] == appt["id"]
+    # The host links the old page and feed showed (a leaked feed leaked them too) are revoked with them.
+    assert now_shown["host_link"] != shown["host_link"]
+    assert press_start(stack, shown["host_link"]).status_code == 410
+    assert press_start(stack, now_shown["host_link"]).status_code == 302
+    assert press_start(stack, marias["host_link"]).status_code == 302  # another host's are untouched
     _, events = feed_events(fetch(stack, new["calendar_url"]))
     assert set(events) == {uid(appt)}
     assert page_links(stack, JOHN["email"]) == {"email": JOHN["email"], **new}  # the admin API agrees
