@@ -90,6 +90,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # 100 s later (kombu's default: a scan on every 10th check, every 10 s).
             "unacked_restore_interval": max(1, min(10, settings.broker_visibility_timeout_seconds // 10)),
             "unacked_restore_throttle": 1,
+            # A worker that dies during a restore scan holds kombu's restore mutex until it expires: 5 minutes by
+            # default, in which no crashed worker's task comes back. A scan takes milliseconds.
+            "unacked_mutex_expire": max(5, settings.broker_visibility_timeout_seconds // 3),
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
             "health_check_interval": 30,
