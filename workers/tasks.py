@@ -19,7 +19,7 @@ from celery.exceptions import Reject
 from meetbridge.config import Settings
 from schemas.events import AppointmentEvent
 from schemas.times import epoch_utc_seconds
-from workers.celery_app import RECONCILE, REFRESH, SWEEP, SWEEP_DEFERRED, SYNC, app
+from workers.celery_app import QUEUE, RECONCILE, REFRESH, SWEEP, SWEEP_DEFERRED, SYNC, app
 from workers.clients.base import backoff_delay
 from workers.clients.errors import MeetbridgeError, WaitsUntil
 from workers.desired import fold, snapshot
@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 DEFERRED_SWEEP_SECONDS = 2.0
 SWEEP_BATCH = 1000
 DEFERRED_CLAIM_LEASE_SECONDS = 300
+# Fewer waiting messages than this are taken well within the stale-pending interval (2 × the broker's visibility
+# timeout) at any rate a worker keeps up: a pending sync older than that has no message waiting.
+STALE_REQUEUE_MAX_BACKLOG = 100
 
 
 @dataclass(frozen=True)
@@ -183,8 +186,12 @@ def sweep_schedules(services: Services, now: float | None = None, batch: int = S
         store.forget_everywhere(gone)
         if len(over) < batch and len(gone) < batch:
             break
-    # A sync whose task was lost outright (not merely unacknowledged: the broker restores those) is queued again.
-    lost = store.stale_pending(now - 2 * services.settings.broker_visibility_timeout_seconds, now)
+    # A sync whose task was lost outright (not merely unacknowledged: the broker restores those) is queued again;
+    # only while the queue is short, since one whose message still waits behind a backlog looks lost too, and
+    # queueing it again each interval would feed the very backlog it waits in.
+    lost: list[str] = []
+    if store.waiting_tasks(QUEUE) < STALE_REQUEUE_MAX_BACKLOG:
+        lost = store.stale_pending(now - 2 * services.settings.broker_visibility_timeout_seconds, now)
     if lost:
         log.warning("queueing %d pending appointment(s) again: no task of theirs ran for a while", len(lost))
         syncs += enqueue_many(services.store, app, SYNC, [(member,) for member in lost])

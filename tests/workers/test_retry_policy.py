@@ -144,6 +144,23 @@ def test_a_parked_sync_whose_retry_cannot_be_published_is_still_found_by_the_sta
     assert tasks.sweep_schedules(services, now=later, refreshes_too=False) == (0, 1)
 
 
+def test_syncs_waiting_behind_a_backlog_are_not_queued_again_until_it_drains(services: Services,
+                                                                              redis_client: redis.Redis) -> None:
+    """A pending sync with no lock and nothing parked looks lost after 2 × the visibility timeout, but its message
+    may only be waiting behind a backlog (a bulk import, catching up after an outage): queueing it again every
+    interval would grow the backlog it waits in. Once the queue is short, the ones still pending are lost."""
+    for _ in range(tasks.STALE_REQUEUE_MAX_BACKLOG + 20):
+        appt = appointment()
+        event = parse_delivery(meetergo_sim.booking_created(appt), received_at=datetime.now(UTC)).event
+        assert services.store.record_delivery(event, sync_message(appt["id"]), QUEUE, history="booked")
+    waiting = redis_client.llen(QUEUE)
+    later = time.time() + 2 * services.settings.broker_visibility_timeout_seconds + 1
+    assert tasks.sweep_schedules(services, now=later, refreshes_too=False) == (0, 0)
+    assert redis_client.llen(QUEUE) == waiting
+    redis_client.delete(QUEUE)  # their messages are gone (a failover lost them), and they are still pending
+    assert tasks.sweep_schedules(services, now=later, refreshes_too=False) == (0, waiting)
+
+
 @pytest.mark.parametrize("error", [ValidationFailed("refused", service="zoom"),
                                    QuotaParked("spent", resume_at=datetime.now(UTC) + timedelta(hours=3))])
 def test_an_appointment_whose_first_sync_fails_or_waits_is_kept_past_its_meeting(

@@ -537,6 +537,10 @@ class Store:
         if messages:
             self.client.lpush(queue, *messages)
 
+    def waiting_tasks(self, queue: str) -> int:
+        """How many task messages wait on the broker's list for `queue` (not those a worker has taken)."""
+        return int(self.client.llen(queue))
+
     def statuses(self, appointment_ids: list[str]) -> list[str | None]:
         """Each appointment's status, in one round trip."""
         with self.client.pipeline(transaction=False) as pipe:
