@@ -249,8 +249,10 @@ class AppointmentSync:
                 self.note("zoom_meeting_kept", f"meeting {meeting_id}: Zoom said {error.message} ({error.code})")
                 return
             expires_at = self.record.zoom_start_url_expires_at
-            # The refresh schedule follows the meeting.
-            refresh = self.start_urls.schedule_change(expires_at, epoch_of(self.record.ends_at)) if expires_at else {}
+            # The refresh schedule follows the meeting. Without a start_url (the ended sweep dropped it, and the
+            # meeting was then moved to a later time) one is fetched now, not when the host presses Start.
+            refresh = self.start_urls.schedule_change(expires_at, epoch_of(self.record.ends_at)) if expires_at \
+                else {self.store.refresh.key: time.time()}
             self.save(**_applied(spec), zoom_update_pending=None, zoom_kept=None, sets=refresh,
                       note=("zoom_meeting_updated", f"meeting {meeting_id} now starts {zoom_time(spec.start_time)}"))
         if drift:

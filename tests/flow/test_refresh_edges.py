@@ -131,3 +131,26 @@ def test_the_refresh_schedule_follows_a_rescheduled_meeting(stack: Stack, redis_
                message="the moved meeting to be put on the refresh schedule")
     expires_at = float(redis_client.hget(KEYS.appointment(appt["id"]), "zoom_start_url_expires_at"))
     assert redis_client.zscore(KEYS.refresh_schedule, appt["id"]) == expires_at - 900
+
+
+def test_a_meeting_moved_to_a_later_time_after_it_ended_gets_a_start_url_again(make_stack, sims: Sims,
+                                                                                redis_client: redis.Redis) -> None:
+    """The ended sweep drops a meeting's start_url at its end (a no-show, say); when the host then moves it to
+    tomorrow, the moved meeting needs one again, fetched ahead of time and kept fresh as before."""
+    stack = make_stack(beat=True, REFRESH_SWEEP_SECONDS=0.5)
+    ends = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=4)
+    appt = {**appointment(), "start": (ends - timedelta(minutes=30)).isoformat(), "end": ends.isoformat()}
+    stack.deliver(meetergo_sim.booking_created(appt))
+    stack.wait_for_status(appt["id"], "synced")
+    record = KEYS.appointment(appt["id"])
+    assert redis_client.hget(record, "zoom_start_url")
+    wait_until(lambda: not redis_client.hget(record, "zoom_start_url"), timeout=20,
+               message="the ended sweep to drop the start_url")
+
+    tomorrow = future_start(1)
+    stack.deliver(meetergo_sim.booking_rescheduled(moved(appt, tomorrow), appt["start"]))
+    wait_until(lambda: redis_client.hget(record, "zoom_start") == tomorrow.strftime("%Y-%m-%dT%H:%M:%SZ"),
+               timeout=20, message="the meeting to move")
+    wait_until(lambda: redis_client.hget(record, "zoom_start_url"), timeout=20,
+               message="a start_url for the moved meeting")
+    assert redis_client.zscore(KEYS.refresh_schedule, appt["id"]) is not None
