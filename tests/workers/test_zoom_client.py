@@ -129,6 +129,8 @@ def test_wrong_credentials_say_which_settings_to_check(zoom: ZoomClient) -> None
     zoom_error(429, 429, "You have exceeded the daily rate limit (100) of Meeting Create/Update API requests "
                          "permitted for this particular user. You may resume these requests at GMT 00:00:00."),
     zoom_error(300, 300, "A maximum of 100 meetings can be created/updated for a single user in one day."),
+    # The same code and message over HTTP 400, as Zoom sends its other code-300 errors.
+    zoom_error(400, 300, "A maximum of 100 meetings can be created/updated for a single user in one day."),
 ])
 def test_the_hosts_daily_cap_in_each_documented_form_parks_the_host(zoom: ZoomClient, redis_client: redis.Redis,
                                                                     answer: httpx.Response) -> None:
@@ -150,6 +152,7 @@ def test_daily_caps_are_told_from_per_second_limits() -> None:
     assert daily_cap(429, None, "You have reached the maximum daily rate limit for this API.") == "api"
     assert daily_cap(300, None, "Validation Failed.") is None
     assert daily_cap(400, "Daily-limit", "anything") is None
+    assert daily_cap(400, None, "Validation Failed.", 300) is None
 
 
 @respx.mock

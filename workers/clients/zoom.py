@@ -296,7 +296,7 @@ class ZoomClient(ApiClient):
 
     def error_from(self, response: httpx.Response, operation: str) -> APIError:
         error = super().error_from(response, operation)
-        cap = daily_cap(response.status_code, response.headers.get("X-RateLimit-Type"), error.message)
+        cap = daily_cap(response.status_code, response.headers.get("X-RateLimit-Type"), error.message, error.code)
         if cap is None:
             return error
         resume = (datetime.now(UTC) + timedelta(seconds=error.retry_after) if error.retry_after
@@ -334,13 +334,14 @@ def _user_path(email: str) -> str:
     return quote(email, safe="@")
 
 
-def daily_cap(status: int, rate_limit_type: str | None, message: str) -> str | None:
+def daily_cap(status: int, rate_limit_type: str | None, message: str, code: int | str | None = None) -> str | None:
     """Whether a Zoom answer says a daily budget is spent: "host" (100 creates/updates per host and UTC day),
     "api" (a daily limit of the API), or None.
 
     The `X-RateLimit-Type` header says it where Zoom sends it (`Daily-limit` or `QPS`, API-FACTS 2.5). It is
-    seen absent on the per-host 429, and the spec files the per-host cap under HTTP 300, the code of every
-    validation error too: there, and only there, the message text is all Zoom gives, so it is read:
+    seen absent on the per-host 429, and the spec files the per-host cap under 300, the code of every validation
+    error too, as an HTTP status or (as Zoom sends its validation errors, over HTTP 400) the body's code: "match
+    message/code, not status only" (API-FACTS 2.5). There, the message text is all Zoom gives, so it is read:
     - 300 "A maximum of {rateLimitNumber} meetings can be created/updated for a single user in one day."
       (zoom-meetings-openapi-subset.json, responses `300` of create and update);
     - 429 "You have exceeded the daily rate limit (100) of Meeting Create/Update API requests permitted for this
@@ -349,7 +350,7 @@ def daily_cap(status: int, rate_limit_type: str | None, message: str) -> str | N
     """
     text = message.lower()
     per_user = "particular user" in text or "single user" in text
-    if status == 300:
+    if status == 300 or (400 <= status < 500 and str(code) == "300"):
         return "host" if "in one day" in text else None
     if status != 429:
         return None
