@@ -49,6 +49,9 @@ DEFAULT_CLIENT_SECRET = "sandbox-secret"
 # The classic scopes that cover every call meetbridge makes (create, update, delete, get, list meetings).
 TOKEN_SCOPE = "meeting:write:admin meeting:read:admin user:read:admin"
 PUBLIC_URL = "https://zoom.sandbox"
+# GET /users/{userId}/meetings: "The length of agenda gets truncated to 250 characters when you list all
+# meetings for a user" (the OpenAPI subset, the agenda field).
+LISTED_AGENDA_LENGTH = 250
 # Key of the sandbox's zak JWTs. Public on purpose: tests may verify signatures with it.
 ZAK_SIGNING_KEY = b"meetbridge-sandbox-zak-signing-key"
 CUSTCREATE_START_URL_TTL_SECONDS = 90 * 24 * 3600
@@ -711,7 +714,8 @@ class ZoomSimulator:
     @staticmethod
     def _list_item_view(meeting: _Meeting) -> dict[str, Any]:
         return {
-            "agenda": meeting.agenda,
+            # "The length of agenda gets truncated to 250 characters when you list all meetings for a user."
+            "agenda": meeting.agenda[:LISTED_AGENDA_LENGTH],
             "topic": meeting.topic,
             "id": meeting.id,
             "uuid": meeting.uuid,

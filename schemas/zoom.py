@@ -21,6 +21,17 @@ def zoom_time(value: datetime) -> str:
     return utc_seconds(value)
 
 
+# Zoom's meeting list cuts each agenda to this many characters: the marker must end within them to be found there.
+LISTED_AGENDA_LENGTH = 250
+
+
+def agenda(topic: str, appointment_id: str) -> str:
+    """The meeting's agenda: the topic (shortened so the whole fits in what the meeting list shows), then the
+    marker on the last line."""
+    rest = f"\n\nBooked in meetergo.\n{agenda_marker(appointment_id)}"
+    return topic[:max(0, LISTED_AGENDA_LENGTH - len(rest))] + rest
+
+
 def agenda_marker(appointment_id: str) -> str:
     """The agenda's last line: it ties a Zoom meeting to its appointment, for finding it after a lost answer."""
     return f"[meetbridge:{appointment_id}]"

@@ -26,7 +26,7 @@ from meetbridge.config import Settings
 from schemas.events import AppointmentEvent, Attendee
 from schemas.neetocal import Booking, BookingRequest, Link, LinkSpec
 from schemas.times import epoch_of, parse_utc
-from schemas.zoom import TOPIC_LIMIT, MeetingSpec, ZoomMeeting, agenda_marker, one_line, zoom_time
+from schemas.zoom import TOPIC_LIMIT, MeetingSpec, ZoomMeeting, agenda, one_line, zoom_time
 from workers.clients.base import before_remote_call
 from workers.clients.errors import CannotSync, NotFound, ValidationFailed
 from workers.clients.neetocal import join_url_dropped_warning
@@ -65,7 +65,7 @@ def meeting_spec(desired: Desired) -> MeetingSpec:
         start_time=desired.start.astimezone(UTC),
         duration=desired.duration_minutes,
         timezone=desired.time_zone,
-        agenda=f"{topic}\n\nBooked in meetergo.\n{agenda_marker(desired.appointment_id)}",
+        agenda=agenda(topic, desired.appointment_id),
         alternative_hosts=desired.alternative_hosts,
     )
 

@@ -63,9 +63,18 @@ def after(sims: Sims, name: str, seq: int, method: str, path: str) -> list[dict]
     return [r for r in sims.calls(name, method, path) if r["seq"] > seq]
 
 
-def test_a_lost_zoom_create_answer_is_adopted(stack: Stack, sims: Sims) -> None:
+LONG_NAME = "Quarterly portfolio review and retirement planning consultation, including a look at " \
+            "pension statements, insurance policies, tax-advantaged accounts and the estate plan"
+
+
+@pytest.mark.parametrize("meeting_type", ["short", "long"])
+def test_a_lost_zoom_create_answer_is_adopted(stack: Stack, sims: Sims, meeting_type: str) -> None:
+    """Found by the marker on its agenda's last line, which Zoom's meeting list cuts to 250 characters: a long
+    topic (a long meeting type name and the attendee's) must not push the marker out of what the list shows."""
     lose_the_answer(sims, "zoom", "POST", "/users/")
     appt = appointment()
+    if meeting_type == "long":
+        appt["meetingType"]["meetingInfo"]["name"] = LONG_NAME
     stack.deliver(meetergo_sim.booking_created(appt))
     view = stack.wait_for_status(appt["id"], "synced")
 
