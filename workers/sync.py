@@ -28,7 +28,7 @@ from schemas.neetocal import Booking, BookingRequest, Link, LinkSpec
 from schemas.times import epoch_of, parse_utc
 from schemas.zoom import TOPIC_LIMIT, MeetingSpec, ZoomMeeting, agenda, one_line, zoom_time
 from workers.clients.base import before_remote_call
-from workers.clients.errors import CannotSync, NotFound, ValidationFailed
+from workers.clients.errors import CannotSync, LinkGone, MeetbridgeError, NotFound, ValidationFailed
 from workers.clients.neetocal import join_url_dropped_warning
 from workers.desired import Desired, answering, fold, needs_confirmation
 from workers.host_pages import HostPages
@@ -373,9 +373,9 @@ class AppointmentSync:
             raise CannotSync("no attendee to make the NeetoCal booking with")
         bookings = self.bookings(desired)
         attending = {attendee.email.lower(): attendee for attendee in desired.attendees if attendee.email}
-        for email in [email for email in bookings if email not in attending]:
-            self.cancel_booking(bookings, email, f"{email} left the appointment",
-                                "The attendee left the appointment in meetergo.")
+        each_attendee([email for email in bookings if email not in attending],
+                      lambda email: self.cancel_booking(bookings, email, f"{email} left the appointment",
+                                                        "The attendee left the appointment in meetergo."))
         warnings: list[str] = []
         if len(attending) < len(desired.attendees):
             # meetergo's phoneOnlyBooking: NeetoCal requires an email, so there is no booking to make.
@@ -391,6 +391,11 @@ class AppointmentSync:
                 entry = bookings.setdefault(email, {"email": email})
                 try:
                     booking = self.ensure_booking(desired, attendee, link, bookings, entry)
+                except NotFound as error:
+                    # The cache named a link that was deleted in NeetoCal: a week of failed bookings otherwise.
+                    LinkCache(self.services.redis, LINK_CACHE_SECONDS).forget(self.wanted_link(desired).slug)
+                    raise LinkGone(f"NeetoCal does not know the scheduling link {link.slug} any more "
+                                   f"({error.message}): it is found or made again") from error
                 except ValidationFailed as error:
                     # NeetoCal's own rule (a start in the past, say): asking again will not change its mind.
                     refused = True
@@ -589,11 +594,15 @@ class AppointmentSync:
             guests=attendee.guests,
         )
 
+    def wanted_link(self, desired: Desired) -> LinkSpec:
+        """The scheduling link the appointment belongs on, as it is now."""
+        on_zoom = desired.wants_zoom(self.settings.zoom_channels)
+        return link_spec(desired, grouped=desired.group or bool(self.record.neetocal_grouped),
+                         place=None if on_zoom else place_of(desired))
+
     def scheduling_link(self, desired: Desired) -> Link:
         """Find or create the link once; its id is then kept in Redis."""
-        on_zoom = desired.wants_zoom(self.settings.zoom_channels)
-        spec = link_spec(desired, grouped=desired.group or bool(self.record.neetocal_grouped),
-                         place=None if on_zoom else place_of(desired))
+        spec = self.wanted_link(desired)
         links = LinkCache(self.services.redis, LINK_CACHE_SECONDS)
         cached = links.get(spec.slug)
         if cached:
@@ -625,8 +634,8 @@ class AppointmentSync:
         self.sets_at_end[self.store.refresh.key] = None
         bookings = self.bookings(desired)
         reason = desired.cancel_reason or "The appointment was cancelled in meetergo."
-        for email in list(bookings):
-            self.cancel_booking(bookings, email, "the appointment was cancelled", reason)
+        each_attendee(list(bookings), lambda email: self.cancel_booking(bookings, email,
+                                                                        "the appointment was cancelled", reason))
         self.save(neetocal_warning=None)
         self.sets_at_end.update(self.store.neetocal_problem_sets(join_url_dropped=False, refused=False))
 
@@ -763,6 +772,19 @@ def join_link(link: str) -> str:
         return link
     passcode = parse_qs(urlsplit(link).query).get("pwd")
     return f"https://{found['host']}/j/{found['id']}" + (f"?{urlencode({'pwd': passcode[0]})}" if passcode else "")
+
+
+def each_attendee(emails: list[str], step: Callable[[str], None]) -> None:
+    """`step` for every attendee, each whatever became of the ones before: one booking NeetoCal will not cancel
+    must not leave the others live. The first error is raised once all were tried."""
+    first: MeetbridgeError | None = None
+    for email in emails:
+        try:
+            step(email)
+        except MeetbridgeError as error:
+            first = first or error
+    if first is not None:
+        raise first
 
 
 # What a booking's pending create note holds (`ensure_booking`), cleared together.

@@ -3,6 +3,7 @@ public booking page, NeetoCal's refusals and changes made in NeetoCal."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +18,7 @@ from tests.support import (
     Stack,
     appointment,
     assert_neetocal_calls_fit,
+    cancelled_payload,
     meeting_made_by_meetergo,
     metric,
     neetocal_env,
@@ -233,3 +235,40 @@ def test_a_reschedule_zoom_refuses_during_the_meeting_still_moves_the_neetocal_b
     assert booking["starts_at"] == datetime.fromisoformat(later["start"]).astimezone(UTC).strftime(
         "%Y-%m-%dT%H:%M:%SZ")
     assert [r["status"] for r in sims.calls("zoom", "PATCH", "/meetings/")] == [400], "not sent again"
+
+
+def test_a_cancelled_group_cancels_every_booking_even_when_one_is_gone_from_neetocal(
+        stack: Stack, sims: Sims, redis_client: redis.Redis) -> None:
+    """One attendee's booking was deleted in NeetoCal (its read answers 404): the others must not stay live, with a
+    join URL to a meeting that is gone."""
+    appt = group_appointment()
+    stack.deliver(meetergo_sim.booking_created(appt))
+    stack.wait_for_status(appt["id"], "synced")
+    record = KEYS.appointment(appt["id"])
+    bookings = json.loads(redis_client.hget(record, "neetocal_bookings"))
+    bookings["ann@example.com"]["sid"] = "deleted-in-neetocal"  # the simulator has no delete: a sid it never made
+    redis_client.hset(record, "neetocal_bookings", json.dumps(bookings))
+    stack.deliver(cancelled_payload(appt))
+    view = stack.wait_for_status(appt["id"], "cancelled")
+    assert view["error"] is None and view["neetocal"]["bookings"] == []
+    statuses = {b["email"]: b["status"] for b in sims.get("neetocal", "bookings")["bookings"]}
+    assert statuses["bob@example.com"] == statuses["cy@example.com"] == "cancelled"
+
+
+def test_a_scheduling_link_deleted_in_neetocal_is_made_again_not_booked_on_for_a_week(
+        stack: Stack, sims: Sims, redis_client: redis.Redis) -> None:
+    """The service keeps each link's identity for a week; one deleted in NeetoCal meanwhile refuses every booking
+    (404): the cache forgets it and the next attempt finds (or makes) the link again."""
+    first = appointment(hour=9)
+    stack.deliver(meetergo_sim.booking_created(first))
+    stack.wait_for_status(first["id"], "synced")
+    [cached] = redis_client.keys(KEYS.neetocal_link("*"))
+    link = json.loads(redis_client.get(cached))
+    redis_client.set(cached, json.dumps({**link, "sid": "deleted", "slug": "deleted-in-neetocal"}))
+
+    later = appointment(hour=12)
+    stack.deliver(meetergo_sim.booking_created(later))
+    view = stack.wait_for_status(later["id"], "synced")
+    assert view["neetocal"]["meeting_slug"] == link["slug"]
+    assert json.loads(redis_client.get(cached))["slug"] == link["slug"]
+    assert len(sims.neetocal_bookings()) == 2

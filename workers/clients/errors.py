@@ -16,6 +16,7 @@
         ├── CannotSync            the appointment cannot be mirrored as it stands
         ├── NotConfigured         credentials for an API are not set
         ├── BudgetTaken           meetbridge's own share of a per-second budget is taken too far ahead (transient)
+        ├── LinkGone              a cached NeetoCal scheduling link is gone from NeetoCal: made again (transient)
         └── QuotaParked           a host's daily Zoom create/update quota is spent: wait until 00:00 UTC (waits)
 
 `transient` tells the sync whether trying again later can help; `WaitsUntil` errors park it until `resume_at`;
@@ -172,6 +173,13 @@ class NotConfigured(ServiceError):
 
 class BudgetTaken(ServiceError):
     """meetbridge's own share of a per-second budget is taken further ahead than a call may wait."""
+
+    transient = True
+
+
+class LinkGone(ServiceError):
+    """NeetoCal no longer knows a scheduling link the cache names (deleted there): the cache forgets it, and the
+    next attempt finds or makes it again."""
 
     transient = True
 

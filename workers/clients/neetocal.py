@@ -220,9 +220,13 @@ class NeetoCalClient(ApiClient):
         return self._either("slot_time_format", self.routes.slot_time_formats, send, refused=_time_refused)
 
     def cancel_booking(self, sid: str, reason: str) -> None:
-        """Cancel; a booking that is already cancelled counts as done (repeat behaviour is undocumented)."""
-        if self.get_booking(sid).status == "cancelled":
-            return
+        """Cancel; a booking that is already cancelled, or gone from NeetoCal, counts as done (repeat behaviour is
+        undocumented)."""
+        try:
+            if self.get_booking(sid).status == "cancelled":
+                return
+        except NotFound:
+            return  # nothing is left for the attendee to hold
         body = {"cancel_reason": reason[:500]}
         try:
             if self.routes.cancel is None:

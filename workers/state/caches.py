@@ -24,6 +24,9 @@ class LinkCache:
         raw = self.client.get(self.keys.neetocal_link(slug))
         return json.loads(raw) if raw else None
 
+    def forget(self, slug: str) -> None:
+        self.client.delete(self.keys.neetocal_link(slug))
+
     def put(self, slug: str, link: dict[str, Any]) -> None:
         # Expires, so that a link deleted in NeetoCal meanwhile is found (or made) again.
         self.client.set(self.keys.neetocal_link(slug), json.dumps(link), ex=self.ttl_seconds)
