@@ -100,3 +100,15 @@ def test_each_attempt_of_a_retried_call_first_asks_the_sync_to_keep_its_lock() -
     finally:
         before_remote_call.reset(hooked)
     assert route.call_count == 3 and asked == ["GET", "GET", "GET"]
+
+
+@respx.mock
+def test_a_rate_limited_answer_without_retry_after_waits_a_second_before_the_next_attempt(monkeypatch) -> None:
+    """A per-second budget's window is a second: retried sooner, the call only spends another 429."""
+    route = respx.get(f"{NEETOCAL}/bookings/b1").mock(side_effect=[
+        httpx.Response(429, json={"error": "Too many requests"}), httpx.Response(429, json={"error": "Too many"}),
+        httpx.Response(200, json={"sid": "b1", "status": "confirmed"})])
+    waits: list[float] = []
+    monkeypatch.setattr("workers.clients.base.time.sleep", waits.append)
+    assert neetocal().get_booking("b1").sid == "b1"
+    assert route.call_count == 3 and len(waits) == 2 and all(wait >= 1.0 for wait in waits), waits

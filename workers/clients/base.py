@@ -23,6 +23,7 @@ from workers.clients.errors import (
     APIConnectionError,
     APIError,
     APITimeoutError,
+    RateLimited,
     error_class_for,
 )
 from workers.clients.transport import default_transport
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE"})
 IN_CALL_RETRIES = 2
 IN_CALL_MAX_WAIT_SECONDS = 5.0
+RATE_LIMITED_WAIT_SECONDS = 1.0
 # Called with the method before each remote call made in the context that set it (a sync: workers/sync.py), so that
 # nothing is written to Zoom or NeetoCal while a result the sync kept for later is unrecorded.
 before_remote_call: ContextVar[Callable[[str], None] | None] = ContextVar("before_remote_call", default=None)
@@ -122,7 +124,12 @@ class ApiClient:
             except APIError as error:
                 if not error.transient or attempt >= retries:
                     raise
-                delay = backoff_delay(attempt, base=0.25, cap=2.0, retry_after=error.retry_after)
+                retry_after = error.retry_after
+                if retry_after is None and isinstance(error, RateLimited):
+                    # A per-second budget spent, its Retry-After left out (seen on Zoom's 429, API-FACTS 2.5):
+                    # the budget's window is a second, and a quicker retry only spends another answer.
+                    retry_after = RATE_LIMITED_WAIT_SECONDS
+                delay = backoff_delay(attempt, base=0.25, cap=2.0, retry_after=retry_after)
                 if delay > IN_CALL_MAX_WAIT_SECONDS:
                     raise
                 log.info("retrying %s %s in %.2fs: %s", self.service, operation, delay, error)
