@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import httpx
@@ -165,3 +166,39 @@ def test_an_accounts_daily_api_limit_waits_for_its_reset(zoom: ZoomClient) -> No
         zoom.get_meeting(1)
     assert not raised.value.per_host and raised.value.resume_at.year == 2031
     assert not isinstance(raised.value, RateLimited), "a daily cap is no per-second limit"
+
+
+@respx.mock
+@pytest.mark.parametrize("call", ["create", "update"])
+def test_alternative_hosts_zoom_refuses_are_dropped_not_the_meeting(zoom: ZoomClient, call: str) -> None:
+    """Which alternative hosts Zoom accepts is not documented (a user without a licence, of another account): a
+    refusal while some are named is sent once more without them, and the appointment keeps its meeting."""
+    from schemas.zoom import MeetingSpec
+
+    respx.post(OAUTH).mock(return_value=grant())
+    refused = zoom_error(400, 1115, "Invalid alternative host: maria@example.com.")
+    made = httpx.Response(201, json={"id": 1, "topic": "t", "start_time": "2031-01-01T09:00:00Z", "duration": 30})
+    route = (respx.post(f"{API}/users/{HOST}/meetings").mock(side_effect=[refused, made]) if call == "create"
+             else respx.patch(f"{API}/meetings/1").mock(side_effect=[refused, httpx.Response(204)]))
+    spec = MeetingSpec(topic="t", start_time=datetime(2031, 1, 1, 9, tzinfo=UTC), duration=30, timezone="UTC",
+                       agenda="a", alternative_hosts=("maria@example.com",))
+    if call == "create":
+        assert zoom.create_meeting(HOST, spec).id == 1
+    else:
+        zoom.update_meeting(1, spec, host=HOST)
+    first, second = (json.loads(c.request.content)["settings"] for c in route.calls)
+    assert first["alternative_hosts"] == "maria@example.com" and second["alternative_hosts"] == ""
+
+
+@respx.mock
+def test_a_refusal_about_the_meeting_itself_is_not_sent_again(zoom: ZoomClient) -> None:
+    from schemas.zoom import MeetingSpec
+
+    respx.post(OAUTH).mock(return_value=grant())
+    route = respx.patch(f"{API}/meetings/1").mock(return_value=zoom_error(
+        400, 3000, "You cannot update or delete meetings that have started using this method."))
+    spec = MeetingSpec(topic="t", start_time=datetime(2031, 1, 1, 9, tzinfo=UTC), duration=30, timezone="UTC",
+                       agenda="a", alternative_hosts=("maria@example.com",))
+    with pytest.raises(ValidationFailed):
+        zoom.update_meeting(1, spec, host=HOST)
+    assert route.call_count == 1
