@@ -81,12 +81,21 @@ class StartUrls:
         self.store = services.store
 
     def save(self, appointment_id: str, meeting: ZoomMeeting, host: str | None, fetched_at: float,
-             meeting_ends_at: float | None) -> float | None:
-        """Store a newly fetched start_url and schedule its refresh; returns its expiry."""
+             meeting_ends_at: float | None, *, unless_changed_from: AppointmentRecord | None = None) -> float | None:
+        """Store a newly fetched start_url and schedule its refresh; returns its expiry. A writer without the
+        appointment's lock names the record it read: the start_url is kept only if no sync changed the meeting,
+        its host or the links meanwhile (another host's meeting, and credential, may stand there by now)."""
         fields = self.fields(meeting, host, fetched_at)
         if not fields:
             return None
-        self.store.update(appointment_id, **fields)
+        if unless_changed_from is None:
+            self.store.update(appointment_id, **fields)
+        else:
+            read = unless_changed_from
+            unchanged = {"zoom_meeting_id": read.zoom_meeting_id, "zoom_host": read.zoom_host,
+                         "host_link_version": read.host_link_version or None}
+            if not self.store.update_if(appointment_id, unchanged, **fields):
+                return None
         self.schedule(appointment_id, fields["zoom_start_url_expires_at"], meeting_ends_at)
         return fields["zoom_start_url_expires_at"]
 
@@ -185,13 +194,8 @@ class StartUrls:
         meeting = self.services.zoom.get_meeting(record.zoom_meeting_id)
         if self.note_drift(record, meeting):
             return None  # not the meeting the host's link was made for any more: the sync puts it back first
-        fields = self.fields(meeting, record.zoom_host, fetched_at)
-        # Without the appointment's lock: kept only if no sync changed the meeting, its host or the links while
-        # Zoom answered (another host's meeting, and credential, may stand in the record by now).
-        unchanged = {"zoom_meeting_id": record.zoom_meeting_id, "zoom_host": record.zoom_host,
-                     "host_link_version": record.host_link_version or None}
-        if not fields or not self.store.update_if(appointment_id, unchanged, **fields):
+        if self.save(appointment_id, meeting, record.zoom_host, fetched_at, ends_at(record),
+                     unless_changed_from=record) is None:
             return None
-        self.schedule(appointment_id, fields["zoom_start_url_expires_at"], ends_at(record))
         self.store.note(appointment_id, "start_url_refreshed", "fetched on demand for the host link")
-        return fields["zoom_start_url"], record
+        return meeting.start_url or "", record

@@ -564,9 +564,7 @@ class Store:
 
     def update(self, appointment_id: str, **values: Any) -> None:
         """Set fields of the record; a value of None removes the field."""
-        to_set = {k: str(v) for k, v in values.items() if v is not None}
-        to_delete = [k for k, v in values.items() if v is None]
-        to_set["updated_at"] = now_utc_millis()
+        to_set, to_delete = _changes(values)
         with self.client.pipeline() as pipe:
             pipe.hset(self.keys.appointment(appointment_id), mapping=to_set)
             if to_delete:
@@ -577,9 +575,7 @@ class Store:
         """`update` (a value of None removes the field), only if each `expected` field still holds that value (None:
         absent); whether it did. For a writer without the appointment's lock (the web)."""
         checks = [item for name, value in expected.items() for item in (name, "" if value is None else str(value))]
-        to_set = {name: str(value) for name, value in values.items() if value is not None}
-        to_set["updated_at"] = now_utc_millis()
-        to_delete = [name for name, value in values.items() if value is None]
+        to_set, to_delete = _changes(values)
         return bool(self._update_if(keys=[self.keys.appointment(appointment_id)],
                                     args=[len(expected), *checks, len(to_set),
                                           *(item for pair in to_set.items() for item in pair), *to_delete]))
@@ -858,6 +854,13 @@ class Lease:
         if not self.store._extend_lock(keys=[self.key], args=[self.token, self.ttl_ms]):
             raise AppointmentBusy(f"lost the lock {self.key}")
         self.extended_at = time.monotonic()
+
+
+def _changes(values: Mapping[str, Any]) -> tuple[dict[str, str], list[str]]:
+    """A record update as the fields to set (stamped `updated_at`) and those to remove (the None values)."""
+    to_set = {name: str(value) for name, value in values.items() if value is not None}
+    to_set["updated_at"] = now_utc_millis()
+    return to_set, [name for name, value in values.items() if value is None]
 
 
 def _history_entry(event: str, detail: str, at: str | None = None) -> str:
