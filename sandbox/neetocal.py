@@ -5,9 +5,10 @@ The booking rules are the ones the service must get right: 12-hour `slot_start_t
 the booking's `time_zone`, start on the link's increment, inside the link's availability (in the
 availability's own zone), in the future, and not overlapping another confirmed booking of the host (a
 `grouped` link seats several bookings at one slot). On v2, `override_availability` lifts the link's hours and
-increment and the host's other bookings (not the future): how meetbridge books mirror links that have no public
-hours. v2 folds reschedule and cancel into `PATCH /bookings/{id}` and answers the v1-only routes 404; where the v2
-reference and NeetoCal's CLI disagree, a config key picks the side (sandbox/SPEC.md).
+increment and the host's other bookings (not the future): how meetbridge books mirror links whatever their hours.
+A link's availability is its host's schedule, shared by the host's links (v1 can give one link its own). v2 folds
+reschedule and cancel into `PATCH /bookings/{id}` and answers the v1-only routes 404; where the v2 reference and
+NeetoCal's CLI disagree, a config key picks the side (sandbox/SPEC.md).
 """
 
 from __future__ import annotations
@@ -138,6 +139,27 @@ DEFAULT_PERIODS = tuple(_Period(day, 9 * 60, 17 * 60) for day in WEEKDAYS[:5])
 
 
 @dataclass
+class _Availability:
+    """A team member's schedule. A link uses one, and one may serve many links: each member has a default
+    ("Working hours", what a new link gets), and editing a link's availability edits that schedule wherever it is
+    used ("Note that if the availability is used elsewhere, that would also be updated", api/availabilities/
+    update-meeting)."""
+
+    id: str
+    sid: str
+    name: str
+    email: str
+    default: bool
+    time_zone: str = "UTC"
+    periods: list[_Period] = field(default_factory=lambda: list(DEFAULT_PERIODS))
+
+    def view(self) -> dict[str, Any]:
+        return {"id": self.id, "sid": self.sid, "name": self.name, "default": self.default,
+                "time_zone": self.time_zone, "periods": [period.view() for period in self.periods],
+                "overrides": [], "user": {"email": self.email}}
+
+
+@dataclass
 class _Link:
     """A scheduling link: what the v1 API calls a "meeting"."""
 
@@ -159,10 +181,18 @@ class _Link:
     spots: list[dict[str, Any]] = field(default_factory=list)
     template_id: str | None = None
     questions: list[str] = field(default_factory=lambda: list(DEFAULT_QUESTIONS))  # field codes on its form
-    time_zone: str = "UTC"
-    periods: list[_Period] = field(default_factory=lambda: list(DEFAULT_PERIODS))
+    # The first host's default schedule unless given its own (POST …/availability/create, v1).
+    availability: _Availability | None = None
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
+
+    @property
+    def time_zone(self) -> str:
+        return self.availability.time_zone if self.availability else "UTC"
+
+    @property
+    def periods(self) -> list[_Period]:
+        return self.availability.periods if self.availability else list(DEFAULT_PERIODS)
 
 
 @dataclass
@@ -214,6 +244,7 @@ class _Booking:
 @dataclass
 class _NeetoCalState:
     links: list[_Link] = field(default_factory=list)
+    availabilities: list[_Availability] = field(default_factory=list)
     templates: list[_Template] = field(default_factory=list)
     bookings: list[_Booking] = field(default_factory=list)
     window: SlidingWindow = field(default_factory=lambda: SlidingWindow(1.0))
@@ -315,6 +346,7 @@ class NeetoCalSimulator:
         ]
         v1_only: list[tuple[str, Callable[..., Response], list[str]]] = [
             ("/meetings/<sid>/availability", self.set_availability, ["POST"]),
+            ("/meetings/<sid>/availability/create", self.create_link_availability, ["POST"]),
             ("/meetings/<sid>/spots", partial(self.create_spot, version="v1"), ["POST"]),
             ("/bookings/<sid>", self.reschedule_booking, ["PATCH"]),
             ("/bookings/<sid>/cancel", self.cancel_booking, ["POST"]),
@@ -332,6 +364,7 @@ class NeetoCalSimulator:
         rules += [
             ("", "/_sandbox/bookings", self.sandbox_bookings, ["GET"]),
             ("", "/_sandbox/meetings", self.sandbox_links, ["GET"]),
+            ("", "/_sandbox/availabilities", self.sandbox_availabilities, ["GET"]),
             ("", "/_sandbox/templates", self.sandbox_add_template, ["POST"]),
             ("", "/_sandbox/templates", self.sandbox_templates, ["GET"]),
         ]
@@ -383,6 +416,7 @@ class NeetoCalSimulator:
                 name=body["name"],
                 hosts=list(body["hosts"]),
                 duration=body["duration"],
+                availability=self._default_availability(body["hosts"][0]),
             )
             _apply_link_fields(link, body)
             if template is not None:
@@ -436,6 +470,7 @@ class NeetoCalSimulator:
             )
 
     def set_availability(self, sid: str) -> Response:
+        """Edits the schedule the link uses, so every other link on that schedule changes with it."""
         body = self._preflight(needs_body=True)
         if isinstance(body, Response):
             return body
@@ -443,17 +478,56 @@ class NeetoCalSimulator:
             link = self._link_by_sid(sid)
             if link is None:
                 return _error(404, "Meeting not found")
-            periods = _parse_periods(body.get("periods"))
-            if isinstance(periods, str):
-                return _error(422, periods)
-            zone = body.get("time_zone", link.time_zone)
-            if zone_or_none(zone) is None:
-                return _error(422, f"Invalid time_zone: {zone}")
-            link.periods, link.time_zone, link.updated_at = periods, zone, utcnow()
+            checked = _availability_fields(body, link.time_zone)
+            if isinstance(checked, Response):
+                return checked
+            availability = link.availability or self._default_availability(link.hosts[0])
+            availability.periods, availability.time_zone = checked
+            link.availability, link.updated_at = availability, utcnow()
             self.control.mark_applied()
             return json_response(
                 {"message": "Availability updated successfully", "meeting": _link_view(link)}, 200
             )
+
+    def create_link_availability(self, sid: str) -> Response:
+        """v1 `POST /meetings/{sid}/availability/create`: a new schedule for one host of this link alone ("The
+        created availability will be associated with the specified team member for this specific scheduling
+        link", api-reference-v1/availabilities/create-meeting)."""
+        body = self._preflight(needs_body=True)
+        if isinstance(body, Response):
+            return body
+        with self.control.lock:
+            link = self._link_by_sid(sid)
+            if link is None:
+                return _error(404, "Meeting not found")
+            problems = _missing(body, ("email", "name"))
+            if problems:
+                return _errors(problems)
+            email = str(body["email"]).lower()
+            if email not in (host.lower() for host in link.hosts):
+                return _error(422, "Team member is not a host of this meeting")
+            checked = _availability_fields(body, "UTC")
+            if isinstance(checked, Response):
+                return checked
+            periods, zone = checked
+            availability = _Availability(id=str(uuid.uuid4()), sid=short_id(7), name=str(body["name"]),
+                                         email=email, default=False, time_zone=zone, periods=periods)
+            self.state.availabilities.append(availability)
+            link.availability, link.updated_at = availability, utcnow()
+            self.control.mark_applied()
+            return json_response({"availability_id": availability.id, "member_id": email, "meeting_id": link.id,
+                                  "availability": availability.view()}, 200)
+
+    def _default_availability(self, email: str) -> _Availability:
+        """The member's default schedule, made on first use as NeetoCal gives every member one."""
+        email = email.lower()
+        for availability in self.state.availabilities:
+            if availability.email == email and availability.default:
+                return availability
+        availability = _Availability(id=str(uuid.uuid4()), sid=short_id(7), name="Working hours", email=email,
+                                     default=True)
+        self.state.availabilities.append(availability)
+        return availability
 
     def create_spot(self, sid: str, version: str) -> Response:
         body = self._preflight(needs_body=True)
@@ -731,8 +805,23 @@ class NeetoCalSimulator:
         with self.control.lock:
             return json_response({"meetings": [_link_view(link) for link in self.state.links]}, 200)
 
+    def sandbox_availabilities(self) -> Response:
+        with self.control.lock:
+            return json_response({"availabilities": [a.view() for a in self.state.availabilities]}, 200)
+
 
 # ------------------------------------------------------------------------------------ link fields
+
+
+def _availability_fields(body: dict[str, Any], zone: str) -> tuple[list[_Period], str] | Response:
+    """The periods and time zone of an availability body (the zone defaults to `zone`), or the 422."""
+    periods = _parse_periods(body.get("periods"))
+    if isinstance(periods, str):
+        return _error(422, periods)
+    zone = body.get("time_zone", zone)
+    if zone_or_none(zone) is None:
+        return _error(422, f"Invalid time_zone: {zone}")
+    return periods, zone
 
 
 def _link_field_errors(body: dict[str, Any]) -> list[str]:

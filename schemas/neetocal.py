@@ -67,10 +67,13 @@ def always_available() -> dict[str, Any]:
     }
 
 
-def no_public_availability() -> dict[str, Any]:
-    """No open hours: nobody can book a mirror link on its public page; meetbridge books with
-    `override_availability` (v2), so the link needs none."""
-    return {"periods": [], "time_zone": "UTC"}
+def _opens_all_day(availability: Any) -> bool:
+    periods = availability.get("periods") if isinstance(availability, Mapping) else None
+    if not isinstance(periods, list):
+        return False
+    shown = {tuple(period.get(key) for key in ("wday", "start_time", "end_time"))
+             for period in periods if isinstance(period, Mapping)}
+    return all((p["wday"], p["start_time"], p["end_time"]) in shown for p in always_available()["periods"])
 
 
 # The form field of an attendee's guests ("guest_email_s" in the make-booking example of NeetoCal's reference).
@@ -127,6 +130,8 @@ class Link:
     sid: str
     slug: str
     spot: str | None = None
+    # Its schedule, where the answer shows one, is open all day every day (a v1 mirror link already set up).
+    open_all_day: bool = False
 
 
 class LinkResponseSchema(Schema):
@@ -136,10 +141,12 @@ class LinkResponseSchema(Schema):
     sid = fields.String(required=True)
     slug = fields.String(required=True)
     spot = fields.String(allow_none=True)
+    availability = fields.Raw(allow_none=True)  # not in the documented answers: read when present
 
     @post_load
     def to_link(self, data: dict[str, Any], **_: Any) -> Link:
-        return Link(**data)
+        availability = data.pop("availability", None)
+        return Link(**data, open_all_day=_opens_all_day(availability))
 
 
 @dataclass(frozen=True)

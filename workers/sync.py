@@ -617,8 +617,8 @@ class AppointmentSync:
                 link = neetocal.find_link(spec.host_email, spec.slug)  # another worker created it just now
                 if link is None:
                     raise
-        # Set up on every cache miss: a crash between creating the link and closing it leaves no gap.
-        neetocal.set_mirror_availability(link)
+        # Set up on every cache miss: a crash between creating the link and setting it up leaves no gap.
+        neetocal.set_mirror_availability(link, spec.host_email)
         if link.spot != "custom":
             neetocal.set_custom_spot(link, spec.spot_text)
         # Cached for a week: a link deleted in NeetoCal meanwhile is found (or made) again after that.

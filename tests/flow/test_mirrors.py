@@ -1,5 +1,5 @@
-"""Every appointment mirrored as its people expect: groups, meetergo's own Zoom meeting, mirror links that are no
-public booking page, NeetoCal's refusals and changes made in NeetoCal."""
+"""Every appointment mirrored as its people expect: groups, meetergo's own Zoom meeting, mirror links that book
+any slot and leave the hosts' own schedules alone, NeetoCal's refusals and changes made in NeetoCal."""
 
 from __future__ import annotations
 
@@ -155,9 +155,10 @@ def test_off_grid_and_overlapping_appointments_are_booked_and_strangers_are_refu
     assert len(sims.neetocal_bookings()) == 3
     assert all(call["json"]["override_availability"] is True for call in sims.calls("neetocal", "POST", "/bookings"))
     [link] = [m for m in sims.get("neetocal", "meetings")["meetings"] if m["slug"] == view["neetocal"]["meeting_slug"]]
-    assert link["availability"]["periods"] == [], "a mirror link has no public hours"
+    assert not sims.calls("neetocal", "PATCH", "/availabilities"), "the host's schedule is not meetbridge's to edit"
 
-    # A stranger books the host directly on the mirror link, for 03:00 on a Sunday (as its public page would).
+    # A stranger books the host directly on the mirror link, for 03:00 on a Sunday (as its public page would):
+    # the link keeps the host's own hours, which meetbridge's bookings pass over and a stranger's do not.
     sunday = datetime.now(UTC).date() + timedelta(days=(6 - datetime.now(UTC).weekday()) % 7 + 7)
     refused = httpx.post(f"{sims.url('neetocal')}/api/external/v2/bookings",
                          headers={"X-Api-Key": "sandbox-neetocal-key"},
@@ -165,6 +166,42 @@ def test_off_grid_and_overlapping_appointments_are_booked_and_strangers_are_refu
                                "slot_date": sunday.isoformat(), "slot_start_time": "03:00 AM", "time_zone": "UTC"})
     assert refused.status_code == 422, refused.text
     assert len(sims.neetocal_bookings()) == 3
+
+
+@pytest.mark.parametrize("neetocal", NEETOCAL_VERSIONS)
+def test_mirror_links_leave_the_hosts_own_schedule_and_links_as_they_were(make_stack, sims: Sims,
+                                                                           neetocal: str) -> None:
+    """A link's availability is the host's schedule, shared with the host's other links: editing it through the
+    link ("if the availability is used elsewhere, that would also be updated") would close (v2) or open around
+    the clock (v1) every link the host already has."""
+    api = httpx.Client(base_url=f"{sims.url('neetocal')}/api/external/{neetocal}",
+                       headers={"X-Api-Key": "sandbox-neetocal-key"}, timeout=10)
+    own = api.post("/meetings", json={"slug": "john-consulting", "name": "Consulting", "hosts": ["john@example.com"],
+                                      "duration": 30}).json()["meeting"]
+    stack = make_stack(**neetocal_env(sims, neetocal))
+    appt = appointment(hour=20)  # outside the host's hours: v1 books it only on a link with hours of its own
+    stack.deliver(meetergo_sim.booking_created(appt))
+    view = stack.wait_for_status(appt["id"], "synced")
+    assert view["warning"] is None and len(sims.neetocal_bookings()) == 1
+    assert_neetocal_calls_fit(sims, neetocal)
+
+    links = {m["slug"]: m for m in sims.get("neetocal", "meetings")["meetings"]}
+    weekdays_nine_to_five = [{"wday": day, "start_time": "09:00 AM", "end_time": "05:00 PM"}
+                             for day in ("monday", "tuesday", "wednesday", "thursday", "friday")]
+    assert links[own["slug"]]["availability"]["periods"] == weekdays_nine_to_five, "the host's own link is as it was"
+    [working_hours] = [a for a in sims.get("neetocal", "availabilities")["availabilities"] if a["default"]]
+    assert working_hours["periods"] == weekdays_nine_to_five, "the host's schedule is as it was"
+    sunday = datetime.now(UTC).date() + timedelta(days=(6 - datetime.now(UTC).weekday()) % 7 + 7)
+    stranger = {"meeting_slug": own["slug"], "name": "Stranger", "email": "stranger@example.com",
+                "slot_date": sunday.isoformat(), "slot_start_time": "03:00 AM", "time_zone": "UTC"}
+    assert api.post("/bookings", json=stranger).status_code == 422, "the host's own link is not opened all day"
+    mirror = links[view["neetocal"]["meeting_slug"]]
+    if neetocal == "v1":  # a schedule of the mirror link's own, open all day
+        [made] = sims.calls("neetocal", "POST", "/availability/create")
+        assert made["json"]["email"] == "john@example.com"
+        assert len(mirror["availability"]["periods"]) == 7
+    else:
+        assert not [c for c in sims.requests("neetocal") if "availabilit" in c["path"]]
 
 
 def test_a_neetocal_refusal_is_a_warning_counted_and_shown_not_a_dead_letter(stack: Stack, sims: Sims,

@@ -484,6 +484,32 @@ def test_v2_link_availability_is_a_patch_of_availabilities(neetocal_api: httpx.C
         {"wday": "sunday", "start_time": "12:00 AM", "end_time": "11:59 PM"}]
 
 
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_a_links_availability_is_the_hosts_schedule_shared_by_the_hosts_links(neetocal_api: httpx.Client,
+                                                                              version: str) -> None:
+    """"Note that if the availability is used elsewhere, that would also be updated" (update-meeting, both
+    versions); v1's create-meeting route gives one link a schedule of its own instead."""
+    first, second = make_link(neetocal_api, "first"), make_link(neetocal_api, "second")
+    sunday = {"periods": [{"wday": "sunday", "start_time": "12:00 AM", "end_time": "11:59 PM"}], "time_zone": "UTC"}
+    method, path = ("post", "availability") if version == "v1" else ("patch", "availabilities")
+    edited = getattr(neetocal_api, method)(f"/api/external/{version}/meetings/{first['sid']}/{path}", json=sunday)
+    assert edited.status_code == 200, edited.text
+    hours = {m["slug"]: m["availability"]["periods"] for m in neetocal_api.get("/_sandbox/meetings").json()["meetings"]}
+    assert hours["first"] == hours["second"] == sunday["periods"], "one schedule, both links"
+
+    own = neetocal_api.post(f"{API}/meetings/{second['sid']}/availability/create",
+                            json={"email": HOST, "name": "Second's own", "periods": []})
+    assert own.status_code == 200, own.text
+    assert own.json()["availability"]["default"] is False and own.json()["meeting_id"] == second["id"]
+    hours = {m["slug"]: m["availability"]["periods"] for m in neetocal_api.get("/_sandbox/meetings").json()["meetings"]}
+    assert (hours["first"], hours["second"]) == (sunday["periods"], [])
+    not_a_host = neetocal_api.post(f"{API}/meetings/{second['sid']}/availability/create",
+                                   json={"email": "eve@example.com", "name": "x", "periods": []})
+    assert not_a_host.status_code == 422
+    assert neetocal_api.post(f"{V2}/meetings/{second['sid']}/availability/create",
+                             json={"email": HOST, "name": "x", "periods": []}).status_code == 404, "v1 only"
+
+
 def test_v2_reschedule_and_cancel_are_one_patch(neetocal_api: httpx.Client) -> None:
     v2_link(neetocal_api)
     booking = v2_booked(neetocal_api)

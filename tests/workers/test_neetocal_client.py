@@ -42,7 +42,7 @@ def request_for(start: datetime, email: str = "eve@example.com") -> BookingReque
 
 def lifecycle(client: NeetoCalClient) -> None:
     link = client.create_link(LinkSpec(slug="intro-30m", name="Intro", host_email="john@example.com", duration=30))
-    client.set_mirror_availability(link)
+    client.set_mirror_availability(link, "john@example.com")
     client.set_custom_spot(link, "Zoom: see your booking")
     start = (datetime.now(UTC) + timedelta(days=3)).replace(hour=9, minute=0, second=0, microsecond=0)
     for n in range(2):  # the second round must go straight to what worked
@@ -94,7 +94,7 @@ def test_a_join_url_shared_by_two_appointments_finds_the_one_at_the_noted_time(s
     cancel."""
     client = client_for(server, "v2")
     link = client.create_link(LinkSpec(slug="intro-30m", name="Intro", host_email="john@example.com", duration=30))
-    client.set_mirror_availability(link)
+    client.set_mirror_availability(link, "john@example.com")
     start = (datetime.now(UTC) + timedelta(days=3)).replace(hour=9, minute=0, second=0, microsecond=0)
     room = {"zoom_join_url": "https://meet.example.com/john-room"}
     made = [client.create_booking(BookingRequest("intro-30m", "Eve", "eve@example.com", start + timedelta(hours=n),

@@ -29,7 +29,6 @@ from schemas.neetocal import (
     LinkSpec,
     RescheduleRequestSchema,
     always_available,
-    no_public_availability,
     slot_fields,
 )
 from schemas.times import parse_utc
@@ -56,7 +55,9 @@ class Routes:
 
     version: str
     links: str  # GET list (host_email), POST create
-    link_availability: tuple[str, str]  # method, path: replace the link's weekly periods
+    # POST: give the link a schedule of its own (v1 only). Editing the schedule a link already uses would edit it
+    # for every other link of the host as well, so meetbridge never does; v2 documents no link-only route.
+    link_availability: str | None
     link_spots: str  # POST: add a spot (meeting place)
     spot_text_fields: tuple[str, ...]  # the body field carrying a custom spot's text
     bookings: str  # GET list (client_email), POST create
@@ -66,8 +67,9 @@ class Routes:
     slot_time_formats: tuple[str, ...]  # strftime of `slot_start_time`
     template: str | None  # GET one scheduling-link template; None: find it in `templates`
     templates: str  # GET list of scheduling-link templates
-    # Book with `override_availability`, so that a mirror link needs no public hours (v2 only: v1 documents no
-    # such field, so v1 links are opened all day instead and stay bookable by anyone who has their URL).
+    # Book with `override_availability`, so that a mirror link needs no hours of its own (v2 only: v1 documents
+    # no such field, so v1 links get a schedule of their own, open all day, and stay bookable by anyone who has
+    # their URL).
     override_availability: bool
 
 
@@ -76,7 +78,7 @@ ROUTES: dict[str, Routes] = {
     "v1": Routes(
         version="v1",
         links="meetings",
-        link_availability=("POST", "meetings/{sid}/availability"),
+        link_availability="meetings/{sid}/availability/create",  # api-reference-v1/availabilities/create-meeting
         link_spots="meetings/{sid}/spots",
         spot_text_fields=("spot_custom_text",),
         bookings="bookings",
@@ -92,7 +94,7 @@ ROUTES: dict[str, Routes] = {
     "v2": Routes(
         version="v2",
         links="meetings",
-        link_availability=("PATCH", "meetings/{sid}/availabilities"),
+        link_availability=None,
         link_spots="meetings/{sid}/spots",
         spot_text_fields=("spot_custom_text", "custom_text"),  # reference / CLI meetings_spots.go
         bookings="bookings",
@@ -142,12 +144,15 @@ class NeetoCalClient(ApiClient):
                                 json=LINK_REQUEST.dump(spec))
         return LINK_RESPONSE.load(_unwrap(response.json(), "meeting"))
 
-    def set_mirror_availability(self, link: Link) -> None:
-        """v2: no public hours (bookings override them), so a stranger cannot book the host on a mirror link.
-        v1: open all day, since v1 can only book inside the link's hours."""
-        method, path = self.routes.link_availability
-        hours = no_public_availability() if self.routes.override_availability else always_available()
-        self.request(method, path.format(sid=link.sid), operation="set_availability", json=hours, retries=2)
+    def set_mirror_availability(self, link: Link, host_email: str) -> None:
+        """v1: a schedule of the link's own, open all day, since v1 books only inside the link's hours. v2 books
+        past the hours (`override_availability`) and leaves the link on the host's schedule: its only call for a
+        link's hours edits that schedule "wherever else it is used" (api/availabilities/update-meeting)."""
+        if self.routes.link_availability is None or link.open_all_day:
+            return
+        body = {"email": host_email, "name": f"meetbridge: {link.slug}"[:100], **always_available()}
+        self.request("POST", self.routes.link_availability.format(sid=link.sid), operation="set_availability",
+                     json=body, retries=2)
 
     def set_custom_spot(self, link: Link, text: str) -> None:
         def send(field_name: str) -> None:
