@@ -421,6 +421,9 @@ class NeetoCalSimulator:
             _apply_link_fields(link, body)
             if template is not None:
                 link.template_id, link.questions = template.id, template.field_codes
+                if template.values.get("spot") in SPOT_TYPES:  # its meeting place is copied with the rest
+                    _add_spot(link, {"spot": template.values["spot"], "is_default": True,
+                                     "spot_custom_text": body.get("spot_custom_text")})
             self.state.links.append(link)
             self.control.mark_applied()
             return json_response(

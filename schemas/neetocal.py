@@ -130,6 +130,9 @@ class Link:
     sid: str
     slug: str
     spot: str | None = None
+    # The default spot's text, where the answer shows the field (None: not shown). A link made from a template may
+    # already have a custom spot, with the template's words instead of where this appointment happens.
+    spot_custom_text: str | None = None
     # Its schedule, where the answer shows one, is open all day every day (a v1 mirror link already set up).
     open_all_day: bool = False
 
@@ -141,11 +144,14 @@ class LinkResponseSchema(Schema):
     sid = fields.String(required=True)
     slug = fields.String(required=True)
     spot = fields.String(allow_none=True)
+    spot_custom_text = fields.String(allow_none=True)
     availability = fields.Raw(allow_none=True)  # not in the documented answers: read when present
 
     @post_load
     def to_link(self, data: dict[str, Any], **_: Any) -> Link:
         availability = data.pop("availability", None)
+        if "spot_custom_text" in data:  # shown, if only as null: "" then, to tell it from not shown
+            data["spot_custom_text"] = data["spot_custom_text"] or ""
         return Link(**data, open_all_day=_opens_all_day(availability))
 
 

@@ -619,7 +619,7 @@ class AppointmentSync:
                     raise
         # Set up on every cache miss: a crash between creating the link and setting it up leaves no gap.
         neetocal.set_mirror_availability(link, spec.host_email)
-        if link.spot != "custom":
+        if link.spot != "custom" or (link.spot_custom_text is not None and link.spot_custom_text != spec.spot_text):
             neetocal.set_custom_spot(link, spec.spot_text)
         # Cached for a week: a link deleted in NeetoCal meanwhile is found (or made) again after that.
         links.put(spec.slug, {"sid": link.sid, "slug": link.slug, "spot": "custom"})

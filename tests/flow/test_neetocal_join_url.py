@@ -86,6 +86,28 @@ def test_a_template_with_the_question_keeps_the_join_url(make_stack, sims: Sims,
         assert_neetocal_calls_fit(sims, neetocal)
 
 
+@pytest.mark.parametrize("neetocal", NEETOCAL_VERSIONS)
+def test_a_template_with_its_own_place_text_still_shows_where_each_appointment_happens(make_stack, sims: Sims,
+                                                                                      neetocal: str) -> None:
+    """A template's custom spot is copied onto every link made from it: its words ("we will call you") would stand
+    where the booking should say the appointment's own place, or that the Zoom link is in the booking."""
+    body = {"name": "meetbridge", "questions": [{"field_code": FIELD}], "spot": "custom",
+            "spot_custom_text": "We will call you."}
+    template_id = sims.post("neetocal", "templates", body)["template"]["id"]
+    stack = make_stack(NEETOCAL_TEMPLATE_ID=template_id, **neetocal_env(sims, neetocal))
+    in_person = appointment(channel="local", hour=10)
+    in_person["location"] = "Hauptstr. 1, Berlin"
+    on_zoom = appointment(hour=14, attendee={"email": "eve@example.com", "firstname": "Eve"})
+    for appt in (in_person, on_zoom):
+        stack.deliver(meetergo_sim.booking_created(appt))
+    slugs = {appt["id"]: stack.wait_for_status(appt["id"], "synced")["neetocal"]["meeting_slug"]
+             for appt in (in_person, on_zoom)}
+    links = {m["slug"]: m for m in sims.get("neetocal", "meetings")["meetings"]}
+    assert all(link["template_id"] == template_id for link in links.values())
+    assert links[slugs[in_person["id"]]]["spot_custom_text"] == "In person: Hauptstr. 1, Berlin"
+    assert links[slugs[on_zoom["id"]]]["spot_custom_text"] == "Zoom: the join link is in your booking details."
+
+
 def test_doctor_refuses_an_unknown_template_and_a_link_that_is_no_template(make_stack, sims: Sims) -> None:
     stack = make_stack()
     unknown = run_doctor({**stack.env, "NEETOCAL_TEMPLATE_ID": "no-such-template"})
