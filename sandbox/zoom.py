@@ -116,6 +116,9 @@ CONFIG_KEYS: dict[str, ConfigKey] = {
     # How the per-host daily cap is answered: the 429 seen in practice, or the HTTP 300 the OpenAPI spec files.
     "host_daily_limit_form": ConfigKey("429", text(("429", "300"))),
     "known_users": ConfigKey(None, string_list(nullable=True)),
+    # Users Zoom will not take as alternative hosts (unlicensed ones, say): a create or update naming one is
+    # refused. Which users, and the answer's code, are not documented (sandbox/SPEC.md).
+    "refused_alternative_hosts": ConfigKey([], string_list()),
     # Per-label overrides of the plan's budgets (null: the plan's, or unlimited without a plan).
     "rate_limits_per_second": ConfigKey({LIGHT: None, MEDIUM: None}, any_object(), fields=_RATE_LIMIT_FIELDS),
     # The account's plan: its per-second budgets are enforced (null: none, unless set per label above).
@@ -367,6 +370,15 @@ class ZoomSimulator:
 
     # ----------------------------------------------------------------------- API operations
 
+    def _refused_alternative_host(self, body: dict[str, Any]) -> Response | None:
+        settings = body.get("settings") if isinstance(body.get("settings"), dict) else {}
+        named = [email.strip().lower() for email in str(settings.get("alternative_hosts") or "").split(";")]
+        unwelcome = {email.lower() for email in self.control.get("refused_alternative_hosts")}
+        refused = [email for email in named if email in unwelcome]
+        if not refused:
+            return None
+        return _zoom_error(400, 300, f"Invalid alternative host: {refused[0]}.")
+
     def create_meeting(self, user_id: str) -> Response:
         checked = self._preflight(MEDIUM, "POST", "/users/{userId}/meetings", {"userId": user_id})
         if isinstance(checked, Response):
@@ -383,7 +395,7 @@ class ZoomSimulator:
             host_email = self._resolve_user(user_id)
             if host_email is None:
                 return _user_not_found(user_id)
-            refused = self._spend_daily_quota(host_email)
+            refused = self._refused_alternative_host(body) or self._spend_daily_quota(host_email)
             if refused is not None:
                 return refused
             meeting = self._new_meeting(host_email, body, start_time)
@@ -449,7 +461,7 @@ class ZoomSimulator:
                 new_start = parse_start_time(body["start_time"], body.get("timezone") or meeting.timezone)
                 if new_start is None:
                     return self._start_time_invalid(body["start_time"])
-            refused = self._spend_daily_quota(meeting.host_email)
+            refused = self._refused_alternative_host(body) or self._spend_daily_quota(meeting.host_email)
             if refused is not None:
                 return refused
             _apply_update(meeting, body, new_start)

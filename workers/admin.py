@@ -37,7 +37,7 @@ def appointment_view(services: Services, appointment_id: str) -> dict[str, Any] 
         "host_link": host_link_for(services.settings, record),
         "error": record.error or record.refresh_error,
         # Absent or null when all is well (CONTRACT.md); synced appointments may still carry one.
-        "warning": record.neetocal_warning or record.skipped_reason,
+        "warning": "; ".join(filter(None, (record.zoom_warning, record.neetocal_warning))) or record.skipped_reason,
         "waiting": {"reason": record.waiting_reason, "until": record.resume_at} if record.status == "waiting" else None,
         "history": services.store.history(appointment_id),
     }

@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import redis
@@ -229,7 +229,7 @@ class AppointmentSync:
             meeting_id = self.record.zoom_meeting_id
             assert meeting_id is not None
             try:
-                self.adopt_or_apply(
+                result, adopted = self.adopt_or_apply(
                     "zoom_update_pending", self.record.zoom_update_pending, _update_marker(spec),
                     mark=lambda marker: self.save(zoom_update_pending=marker),
                     look_up=lambda: self.zoom_already_updated(meeting_id, spec),
@@ -253,7 +253,9 @@ class AppointmentSync:
             # meeting was then moved to a later time) one is fetched now, not when the host presses Start.
             refresh = self.start_urls.schedule_change(expires_at, epoch_of(self.record.ends_at)) if expires_at \
                 else {self.store.refresh.key: time.time()}
+            refused = () if adopted else cast(tuple[str, ...], result)
             self.save(**_applied(spec), zoom_update_pending=None, zoom_kept=None, sets=refresh,
+                      **({} if adopted else self.refused_alternative_hosts(refused, host)),
                       note=("zoom_meeting_updated", f"meeting {meeting_id} now starts {zoom_time(spec.start_time)}"))
         if drift:
             self.save(zoom_drift=None)
@@ -309,12 +311,25 @@ class AppointmentSync:
             apply=lambda: self.services.zoom.create_meeting(host, spec),
             adopted="meeting created by an earlier attempt")
         start_url = self.start_urls.fields(meeting, host, fetched_at)
+        # What Zoom refused is not asked for again until the appointment's hosts change.
+        applied = {**_applied_from_meeting(meeting), "zoom_alt_hosts": ";".join(spec.alternative_hosts)} \
+            if meeting.refused_alternative_hosts else _applied_from_meeting(meeting)
         # Written with the run's next write, which comes before any other write to Zoom or NeetoCal
         # (before_remote_call); until then the pending note makes a crashed run's successor look for the meeting.
         self.save_later(zoom_meeting_id=meeting.id, zoom_host=host, zoom_join_url=meeting.join_url,
-                        **_applied_from_meeting(meeting), zoom_create_pending=None, **start_url,
+                        **applied, zoom_create_pending=None, **start_url,
+                        **({} if adopted else self.refused_alternative_hosts(meeting.refused_alternative_hosts, host)),
                         sets=self.refresh_change(start_url, epoch_of(self.record.ends_at)),
                         note=None if adopted else ("zoom_meeting_created", f"meeting {meeting.id} hosted by {host}"))
+
+    def refused_alternative_hosts(self, refused: tuple[str, ...], host: str) -> dict[str, Any]:
+        """The record's warning for the alternative hosts Zoom left off the meeting (none: no warning)."""
+        if not refused:
+            return {"zoom_warning": None}
+        names = ", ".join(refused)
+        self.note("zoom_alternative_hosts_refused", f"Zoom refused {names} as alternative hosts")
+        return {"zoom_warning": f"Zoom refused {names} as alternative hosts (not licensed in this Zoom account?): "
+                                f"only {host} can start the meeting"}
 
     def refresh_change(self, start_url: dict[str, Any], meeting_ends_at: float | None) -> dict[str, float | None]:
         """The refresh schedule's change for a newly fetched start_url (none when Zoom gave none)."""

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import redis
 
 from sandbox import meetergo as meetergo_sim
-from tests.support import Sims, Stack, appointment, cancelled_payload
+from tests.support import Sims, Stack, appointment, cancelled_payload, moved, wait_until
 from workers.state import KEYS
 
 
@@ -79,3 +79,30 @@ def test_a_cancel_during_the_meeting_still_cancels_the_neetocal_booking(stack: S
     [kept] = [e for e in cancelled["history"] if e["event"] == "zoom_meeting_kept"]
     assert "3002" in kept["detail"]
     assert [r["status"] for r in sims.calls("zoom", "DELETE", "/meetings/")] == [400]
+
+
+def test_other_hosts_zoom_refuses_are_left_off_the_meeting_and_shown_on_the_appointment(stack: Stack,
+                                                                                       sims: Sims) -> None:
+    """Every other meetergo host is named as an alternative host; Zoom refuses one it will not take (an unlicensed
+    user, say). The meeting is made without them, once, and the appointment says who cannot start it."""
+    maria = meetergo_sim.MARIA["email"]
+    sims.configure("zoom", refused_alternative_hosts=[maria])
+    appt = appointment(hosts=[meetergo_sim.JOHN, meetergo_sim.MARIA])
+    stack.deliver(meetergo_sim.booking_created(appt))
+    view = stack.wait_for_status(appt["id"], "synced")
+    [meeting] = sims.zoom_meetings()
+    assert meeting["settings"]["alternative_hosts"] == ""
+    assert [call["status"] for call in sims.calls("zoom", "POST", "/meetings")] == [400, 201]
+    assert not sims.calls("zoom", "PATCH", "/meetings"), "what Zoom refused is not sent again"
+    assert f"Zoom refused {maria} as alternative hosts" in view["warning"]
+    assert f"only {meetergo_sim.JOHN['email']} can start the meeting" in view["warning"]
+    assert "zoom_alternative_hosts_refused" in [entry["event"] for entry in view["history"]]
+
+    # Once Zoom takes her (a licence given), the next change of the appointment names her again.
+    sims.configure("zoom", refused_alternative_hosts=[])
+    later = moved(appt, datetime.fromisoformat(appt["start"]) + timedelta(hours=1))
+    stack.deliver(meetergo_sim.booking_rescheduled(later, appt["start"]))
+    wait_until(lambda: sims.zoom_meetings()[0]["settings"]["alternative_hosts"] == maria,
+               message="the meeting names her as alternative host")
+    view = stack.wait_for_status(appt["id"], "synced")
+    assert view["warning"] is None

@@ -224,20 +224,22 @@ class ZoomClient(ApiClient):
                                       retries=0, json=MEETING_REQUEST.dump(sending))
             return MEETING_RESPONSE.load(response.json())
 
-        return _without_refused_alternative_hosts(spec, send)
+        meeting, refused = _without_refused_alternative_hosts(spec, send)
+        return replace(meeting, refused_alternative_hosts=refused)
 
     def get_meeting(self, meeting_id: int) -> ZoomMeeting:
         response = self._call("GET", f"meetings/{meeting_id}", "get_meeting")
         return MEETING_RESPONSE.load(response.json())
 
-    def update_meeting(self, meeting_id: int, spec: MeetingSpec, *, host: str) -> None:
+    def update_meeting(self, meeting_id: int, spec: MeetingSpec, *, host: str) -> tuple[str, ...]:
+        """Returns the alternative hosts Zoom refused (the meeting was updated without them)."""
         # One send per quota unit spent; the sync retries later if it fails.
         def send(sending: MeetingSpec) -> None:
             with _spending_quota_of(host):
                 self._call("PATCH", f"meetings/{meeting_id}", "update_meeting", host=host, retries=0,
                            json=MEETING_REQUEST.dump(sending))
 
-        _without_refused_alternative_hosts(spec, send)
+        return _without_refused_alternative_hosts(spec, send)[1]
 
     def delete_meeting(self, meeting_id: int, *, notify: bool) -> bool:
         """Delete the meeting; False if Zoom no longer had it (which is just as good)."""
@@ -341,18 +343,20 @@ MEETING_STATE_CODES = frozenset({3000, 3002, 3003, 3007})
 Sent = TypeVar("Sent")
 
 
-def _without_refused_alternative_hosts(spec: MeetingSpec, send: Callable[[MeetingSpec], Sent]) -> Sent:
+def _without_refused_alternative_hosts(spec: MeetingSpec,
+                                      send: Callable[[MeetingSpec], Sent]) -> tuple[Sent, tuple[str, ...]]:
     """`send(spec)`; if Zoom refuses it while it names alternative hosts, once more without them. Which alternative
     hosts Zoom accepts (licensed users of the account, say) is not documented: "retry once without and flag"
-    (API-FACTS 2.2). The appointment keeps its meeting; the other hosts cannot start it."""
+    (API-FACTS 2.2). The appointment keeps its meeting; the other hosts cannot start it. Returns what `send`
+    returned and the alternative hosts left out (the flag: the sync shows it on the appointment)."""
     try:
-        return send(spec)
+        return send(spec), ()
     except ValidationFailed as error:
         if not spec.alternative_hosts or error.code in MEETING_STATE_CODES:
             raise
         log.warning("zoom refused the alternative hosts %s (%s): the meeting goes without them",
                     ";".join(spec.alternative_hosts), error)
-        return send(replace(spec, alternative_hosts=()))
+        return send(replace(spec, alternative_hosts=())), spec.alternative_hosts
 
 
 def _user_path(email: str) -> str:

@@ -152,6 +152,7 @@ class AppointmentRecord:
     zoom_owner: str | None = None
     zoom_external: int = 0  # 1 when that meeting is outside this Zoom account: its link is all there is
     zoom_kept: str | None = None  # the update Zoom refused (the meeting had started): not sent again
+    zoom_warning: str | None = None  # what Zoom would not take of the meeting (alternative hosts it refused)
     # Each attendee's NeetoCal booking: JSON {attendee email: {sid, slug, slot, join_url, ...}} (workers/sync.py).
     neetocal_bookings: str | None = None
     neetocal_grouped: int = 0  # 1 once the appointment had several attendees: its bookings stay on a grouped link
