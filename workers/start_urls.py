@@ -97,6 +97,9 @@ class StartUrls:
             if not self.store.update_if(appointment_id, unchanged, **fields):
                 return None
         self.schedule(appointment_id, fields["zoom_start_url_expires_at"], meeting_ends_at)
+        if meeting_ends_at is not None and meeting_ends_at <= fetched_at:
+            # Fetched for a host link after the end (an overrunning meeting): the ended sweep drops it again.
+            self.store.ended.put(appointment_id, fetched_at)
         return fields["zoom_start_url_expires_at"]
 
     def fields(self, meeting: ZoomMeeting, host: str | None, fetched_at: float) -> dict[str, Any]:

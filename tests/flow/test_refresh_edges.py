@@ -154,3 +154,24 @@ def test_a_meeting_moved_to_a_later_time_after_it_ended_gets_a_start_url_again(m
     wait_until(lambda: redis_client.hget(record, "zoom_start_url"), timeout=20,
                message="a start_url for the moved meeting")
     assert redis_client.zscore(KEYS.refresh_schedule, appt["id"]) is not None
+
+
+def test_a_start_url_fetched_for_the_host_after_the_meeting_ended_is_not_kept(make_stack,
+                                                                              redis_client: redis.Redis) -> None:
+    """The host link still opens for a while after the end (HOST_LINK_GRACE_SECONDS: an overrunning meeting); the
+    start_url it fetches then is a host credential nobody needs once it is handed over, and is dropped again."""
+    stack = make_stack(beat=True, REFRESH_SWEEP_SECONDS=0.5)
+    ends = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=4)
+    appt = {**appointment(), "start": (ends - timedelta(minutes=30)).isoformat(), "end": ends.isoformat()}
+    stack.deliver(meetergo_sim.booking_created(appt))
+    view = stack.wait_for_status(appt["id"], "synced")
+    record = KEYS.appointment(appt["id"])
+    wait_until(lambda: not redis_client.hget(record, "zoom_start_url"), timeout=20,
+               message="the ended sweep to drop the start_url")
+
+    link = httpx.URL(view["host_link"])
+    pressed = stack.http.post(stack.web_url + link.raw_path.decode(), follow_redirects=False)
+    assert pressed.status_code == 302 and "zak=" in pressed.headers["location"], pressed.text
+    assert "fetched on demand for the host link" in [e["detail"] for e in stack.appointment(appt["id"])["history"]]
+    wait_until(lambda: not redis_client.hget(record, "zoom_start_url"), timeout=20,
+               message="the start_url handed to the host after the end to be dropped again")
