@@ -67,15 +67,6 @@ def always_available() -> dict[str, Any]:
     }
 
 
-def _opens_all_day(availability: Any) -> bool:
-    periods = availability.get("periods") if isinstance(availability, Mapping) else None
-    if not isinstance(periods, list):
-        return False
-    shown = {tuple(period.get(key) for key in ("wday", "start_time", "end_time"))
-             for period in periods if isinstance(period, Mapping)}
-    return all((p["wday"], p["start_time"], p["end_time"]) in shown for p in always_available()["periods"])
-
-
 # The form field of an attendee's guests ("guest_email_s" in the make-booking example of NeetoCal's reference).
 GUESTS_FIELD = "guest_email_s"
 
@@ -133,8 +124,6 @@ class Link:
     # The default spot's text, where the answer shows the field (None: not shown). A link made from a template may
     # already have a custom spot, with the template's words instead of where this appointment happens.
     spot_custom_text: str | None = None
-    # Its schedule, where the answer shows one, is open all day every day (a v1 mirror link already set up).
-    open_all_day: bool = False
 
 
 class LinkResponseSchema(Schema):
@@ -145,14 +134,12 @@ class LinkResponseSchema(Schema):
     slug = fields.String(required=True)
     spot = fields.String(allow_none=True)
     spot_custom_text = fields.String(allow_none=True)
-    availability = fields.Raw(allow_none=True)  # not in the documented answers: read when present
 
     @post_load
     def to_link(self, data: dict[str, Any], **_: Any) -> Link:
-        availability = data.pop("availability", None)
         if "spot_custom_text" in data:  # shown, if only as null: "" then, to tell it from not shown
             data["spot_custom_text"] = data["spot_custom_text"] or ""
-        return Link(**data, open_all_day=_opens_all_day(availability))
+        return Link(**data)
 
 
 @dataclass(frozen=True)

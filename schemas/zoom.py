@@ -93,8 +93,8 @@ class ZoomMeeting:
     join_url: str | None = None
     start_url: str | None = None
     alternative_hosts: str | None = None
-    # Of the alternative hosts the create asked for, those Zoom refused: the meeting was made without them.
-    refused_alternative_hosts: tuple[str, ...] = ()
+    # Zoom's refusal of the alternative hosts the create named: the meeting was made without them.
+    alternative_hosts_refusal: str | None = None
 
 
 class MeetingResponseSchema(Schema):

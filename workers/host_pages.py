@@ -54,7 +54,7 @@ _NOT_READ = frozenset({
     "created_at", "updated_at", "error", "waiting_reason", "resume_at", "refresh_error", "sync_attempts",
     "zoom_start_url", "zoom_topic", "zoom_timezone", "zoom_alt_hosts", "zoom_create_pending", "zoom_update_pending",
     "neetocal_bookings", "neetocal_grouped", "neetocal_warning", "neetocal_booking_sid", "neetocal_meeting_slug",
-    "neetocal_slot", "neetocal_join_url",
+    "neetocal_slot", "neetocal_join_url", "zoom_warning",
 })
 _READ_FIELDS = tuple(f.name for f in dataclass_fields(AppointmentRecord)
                      if f.name != "appointment_id" and f.name not in _NOT_READ)

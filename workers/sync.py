@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import redis
@@ -229,11 +229,12 @@ class AppointmentSync:
             meeting_id = self.record.zoom_meeting_id
             assert meeting_id is not None
             try:
-                result, adopted = self.adopt_or_apply(
+                # The look-up finds the update only if Zoom holds every alternative host: then none was refused.
+                refusal, _ = self.adopt_or_apply(
                     "zoom_update_pending", self.record.zoom_update_pending, _update_marker(spec),
                     mark=lambda marker: self.save(zoom_update_pending=marker),
-                    look_up=lambda: self.zoom_already_updated(meeting_id, spec),
-                    apply=lambda: self.services.zoom.update_meeting(meeting_id, spec, host=host),
+                    look_up=lambda: ("",) if self.zoom_already_updated(meeting_id, spec) else None,
+                    apply=lambda: (self.services.zoom.update_meeting(meeting_id, spec, host=host) or "",),
                     adopted=f"meeting {meeting_id} was updated by an earlier attempt")
             except NotFound:
                 self.note("zoom_meeting_gone", f"meeting {meeting_id} was deleted in Zoom (3001); creating it again")
@@ -253,10 +254,10 @@ class AppointmentSync:
             # meeting was then moved to a later time) one is fetched now, not when the host presses Start.
             refresh = self.start_urls.schedule_change(expires_at, epoch_of(self.record.ends_at)) if expires_at \
                 else {self.store.refresh.key: time.time()}
-            refused = () if adopted else cast(tuple[str, ...], result)
             self.save(**_applied(spec), zoom_update_pending=None, zoom_kept=None, sets=refresh,
-                      **({} if adopted else self.refused_alternative_hosts(refused, host)),
-                      note=("zoom_meeting_updated", f"meeting {meeting_id} now starts {zoom_time(spec.start_time)}"))
+                      zoom_warning=_without_alternative_hosts_warning(refusal[0], host),
+                      note=("zoom_meeting_updated", f"meeting {meeting_id} now starts {zoom_time(spec.start_time)}"
+                                                    + (f"; {refusal[0]}" if refusal[0] else "")))
         if drift:
             self.save(zoom_drift=None)
             self.note("zoom_drift_healed", f"the Zoom meeting was {'made again' if drift == 'gone' else 'put back'}")
@@ -311,25 +312,21 @@ class AppointmentSync:
             apply=lambda: self.services.zoom.create_meeting(host, spec),
             adopted="meeting created by an earlier attempt")
         start_url = self.start_urls.fields(meeting, host, fetched_at)
-        # What Zoom refused is not asked for again until the appointment's hosts change.
-        applied = {**_applied_from_meeting(meeting), "zoom_alt_hosts": ";".join(spec.alternative_hosts)} \
-            if meeting.refused_alternative_hosts else _applied_from_meeting(meeting)
+        refusal = meeting.alternative_hosts_refusal
+        if adopted and spec.alternative_hosts and not meeting.alternative_hosts:
+            # An earlier attempt's create, whose answer was lost, went without them: Zoom had refused them.
+            refusal = f"Zoom holds the meeting without the alternative hosts ({', '.join(spec.alternative_hosts)})"
+        applied = _applied_from_meeting(meeting)
+        if refusal:  # not asked for again until the appointment's hosts change
+            applied["zoom_alt_hosts"] = ";".join(spec.alternative_hosts)
         # Written with the run's next write, which comes before any other write to Zoom or NeetoCal
         # (before_remote_call); until then the pending note makes a crashed run's successor look for the meeting.
         self.save_later(zoom_meeting_id=meeting.id, zoom_host=host, zoom_join_url=meeting.join_url,
                         **applied, zoom_create_pending=None, **start_url,
-                        **({} if adopted else self.refused_alternative_hosts(meeting.refused_alternative_hosts, host)),
+                        zoom_warning=_without_alternative_hosts_warning(refusal, host),
                         sets=self.refresh_change(start_url, epoch_of(self.record.ends_at)),
-                        note=None if adopted else ("zoom_meeting_created", f"meeting {meeting.id} hosted by {host}"))
-
-    def refused_alternative_hosts(self, refused: tuple[str, ...], host: str) -> dict[str, Any]:
-        """The record's warning for the alternative hosts Zoom left off the meeting (none: no warning)."""
-        if not refused:
-            return {"zoom_warning": None}
-        names = ", ".join(refused)
-        self.note("zoom_alternative_hosts_refused", f"Zoom refused {names} as alternative hosts")
-        return {"zoom_warning": f"Zoom refused {names} as alternative hosts (not licensed in this Zoom account?): "
-                                f"only {host} can start the meeting"}
+                        note=None if adopted else ("zoom_meeting_created", f"meeting {meeting.id} hosted by {host}"
+                                                   + (f"; {refusal}" if refusal else "")))
 
     def refresh_change(self, start_url: dict[str, Any], meeting_ends_at: float | None) -> dict[str, float | None]:
         """The refresh schedule's change for a newly fetched start_url (none when Zoom gave none)."""
@@ -374,7 +371,7 @@ class AppointmentSync:
                   zoom_topic=None, zoom_timezone=None, zoom_alt_hosts=None, zoom_start_url=None,
                   zoom_start_url_expires_at=None, zoom_create_pending=None, zoom_update_pending=None,
                   zoom_drift=None, refresh_error=None, zoom_owner=None, zoom_external=None, zoom_kept=None,
-                  sets={self.store.refresh.key: None})  # no meeting, no start_url to refresh
+                  zoom_warning=None, sets={self.store.refresh.key: None})  # no meeting, no start_url to refresh
 
     # --- NeetoCal ----------------------------------------------------------------------------------------
     def ensure_neetocal(self, desired: Desired) -> None:
@@ -633,7 +630,8 @@ class AppointmentSync:
                 if link is None:
                     raise
         # Set up on every cache miss: a crash between creating the link and setting it up leaves no gap.
-        neetocal.set_mirror_availability(link, spec.host_email)
+        if not links.has_own_schedule(link.sid) and neetocal.set_mirror_availability(link, spec.host_email):
+            links.note_own_schedule(link.sid)
         if link.spot != "custom" or (link.spot_custom_text is not None and link.spot_custom_text != spec.spot_text):
             neetocal.set_custom_spot(link, spec.spot_text)
         # Cached for a week: a link deleted in NeetoCal meanwhile is found (or made) again after that.
@@ -744,6 +742,11 @@ def retention(settings: Settings, ends_at: float | None, *, cancelled: bool = Fa
     now = time.time()
     last_use = now if cancelled or ends_at is None else max(now, ends_at)
     return (None if cancelled else ends_at), last_use + settings.retention_days * 86400
+
+
+def _without_alternative_hosts_warning(refusal: str | None, host: str) -> str | None:
+    """The appointment's warning when Zoom would not take its alternative hosts (not licensed in the account?)."""
+    return f"{refusal}; the meeting goes without them, so only {host} can start it" if refusal else None
 
 
 def _applied(spec: MeetingSpec) -> dict[str, Any]:

@@ -94,9 +94,11 @@ def test_other_hosts_zoom_refuses_are_left_off_the_meeting_and_shown_on_the_appo
     assert meeting["settings"]["alternative_hosts"] == ""
     assert [call["status"] for call in sims.calls("zoom", "POST", "/meetings")] == [400, 201]
     assert not sims.calls("zoom", "PATCH", "/meetings"), "what Zoom refused is not sent again"
-    assert f"Zoom refused {maria} as alternative hosts" in view["warning"]
-    assert f"only {meetergo_sim.JOHN['email']} can start the meeting" in view["warning"]
-    assert "zoom_alternative_hosts_refused" in [entry["event"] for entry in view["history"]]
+    assert f"Zoom refused the alternative hosts ({maria}): " in view["warning"]
+    assert f"Invalid alternative host: {maria}." in view["warning"], "Zoom's own words"
+    assert f"only {meetergo_sim.JOHN['email']} can start it" in view["warning"]
+    [created] = [entry for entry in view["history"] if entry["event"] == "zoom_meeting_created"]
+    assert "Zoom refused the alternative hosts" in created["detail"]
 
     # Once Zoom takes her (a licence given), the next change of the appointment names her again.
     sims.configure("zoom", refused_alternative_hosts=[])
@@ -105,4 +107,13 @@ def test_other_hosts_zoom_refuses_are_left_off_the_meeting_and_shown_on_the_appo
     wait_until(lambda: sims.zoom_meetings()[0]["settings"]["alternative_hosts"] == maria,
                message="the meeting names her as alternative host")
     view = stack.wait_for_status(appt["id"], "synced")
+    assert view["warning"] is None
+
+    # Cancelled: the meeting is gone, and so is what was said of its alternative hosts.
+    sims.configure("zoom", refused_alternative_hosts=[maria])
+    again = moved(later, datetime.fromisoformat(later["start"]) + timedelta(hours=1), seconds_later=2)
+    stack.deliver(meetergo_sim.booking_rescheduled(again, later["start"]))
+    wait_until(lambda: (stack.appointment(appt["id"]) or {}).get("warning"), message="refused again")
+    stack.deliver(cancelled_payload(again))
+    view = stack.wait_for_status(appt["id"], "cancelled")
     assert view["warning"] is None

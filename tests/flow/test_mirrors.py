@@ -203,6 +203,16 @@ def test_mirror_links_leave_the_hosts_own_schedule_and_links_as_they_were(make_s
     else:
         assert not [c for c in sims.requests("neetocal") if "availabilit" in c["path"]]
 
+    # The link cache lapses (a week on, a Redis restart): the link is set up again, but a schedule is made once,
+    # since each create makes one more.
+    redis.Redis.from_url(stack.env["REDIS_URL"]).delete(KEYS.neetocal_link(mirror["slug"]))
+    second = appointment(hour=21, attendee={"email": "eve@example.com", "firstname": "Eve"})
+    stack.deliver(meetergo_sim.booking_created(second))
+    assert stack.wait_for_status(second["id"], "synced")["neetocal"]["meeting_slug"] == mirror["slug"]
+    assert len(sims.calls("neetocal", "GET", "/meetings")) >= 2, "the link was looked up again"
+    assert len(sims.calls("neetocal", "POST", "/availability/create")) == (1 if neetocal == "v1" else 0)
+    assert len(sims.get("neetocal", "availabilities")["availabilities"]) == (2 if neetocal == "v1" else 1)
+
 
 def test_a_neetocal_refusal_is_a_warning_counted_and_shown_not_a_dead_letter(stack: Stack, sims: Sims,
                                                                              redis_client: redis.Redis) -> None:

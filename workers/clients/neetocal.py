@@ -144,15 +144,18 @@ class NeetoCalClient(ApiClient):
                                 json=LINK_REQUEST.dump(spec))
         return LINK_RESPONSE.load(_unwrap(response.json(), "meeting"))
 
-    def set_mirror_availability(self, link: Link, host_email: str) -> None:
-        """v1: a schedule of the link's own, open all day, since v1 books only inside the link's hours. v2 books
-        past the hours (`override_availability`) and leaves the link on the host's schedule: its only call for a
-        link's hours edits that schedule "wherever else it is used" (api/availabilities/update-meeting)."""
-        if self.routes.link_availability is None or link.open_all_day:
-            return
+    def set_mirror_availability(self, link: Link, host_email: str) -> bool:
+        """v1: a schedule of the link's own, open all day, since v1 books only inside the link's hours; True once
+        made (the caller notes it: each call makes one more). v2 books past the hours (`override_availability`)
+        and leaves the link on the host's schedule, since its only call for a link's hours edits that schedule
+        "wherever else it is used" (api/availabilities/update-meeting): False, nothing sent."""
+        if self.routes.link_availability is None:
+            return False
         body = {"email": host_email, "name": f"meetbridge: {link.slug}"[:100], **always_available()}
+        # Not retried: a create whose answer was lost may have made one, and a second would be one more.
         self.request("POST", self.routes.link_availability.format(sid=link.sid), operation="set_availability",
-                     json=body, retries=2)
+                     json=body, retries=0)
+        return True
 
     def set_custom_spot(self, link: Link, text: str) -> None:
         def send(field_name: str) -> None:

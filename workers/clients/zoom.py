@@ -224,15 +224,15 @@ class ZoomClient(ApiClient):
                                       retries=0, json=MEETING_REQUEST.dump(sending))
             return MEETING_RESPONSE.load(response.json())
 
-        meeting, refused = _without_refused_alternative_hosts(spec, send)
-        return replace(meeting, refused_alternative_hosts=refused)
+        meeting, refusal = _without_refused_alternative_hosts(spec, send)
+        return replace(meeting, alternative_hosts_refusal=refusal)
 
     def get_meeting(self, meeting_id: int) -> ZoomMeeting:
         response = self._call("GET", f"meetings/{meeting_id}", "get_meeting")
         return MEETING_RESPONSE.load(response.json())
 
-    def update_meeting(self, meeting_id: int, spec: MeetingSpec, *, host: str) -> tuple[str, ...]:
-        """Returns the alternative hosts Zoom refused (the meeting was updated without them)."""
+    def update_meeting(self, meeting_id: int, spec: MeetingSpec, *, host: str) -> str | None:
+        """Returns Zoom's refusal of the alternative hosts, if it updated the meeting without them."""
         # One send per quota unit spent; the sync retries later if it fails.
         def send(sending: MeetingSpec) -> None:
             with _spending_quota_of(host):
@@ -344,19 +344,21 @@ Sent = TypeVar("Sent")
 
 
 def _without_refused_alternative_hosts(spec: MeetingSpec,
-                                      send: Callable[[MeetingSpec], Sent]) -> tuple[Sent, tuple[str, ...]]:
+                                      send: Callable[[MeetingSpec], Sent]) -> tuple[Sent, str | None]:
     """`send(spec)`; if Zoom refuses it while it names alternative hosts, once more without them. Which alternative
     hosts Zoom accepts (licensed users of the account, say) is not documented: "retry once without and flag"
     (API-FACTS 2.2). The appointment keeps its meeting; the other hosts cannot start it. Returns what `send`
-    returned and the alternative hosts left out (the flag: the sync shows it on the appointment)."""
+    returned and, if they were left out, Zoom's words (the flag: the sync shows them on the appointment; all of
+    them are left out, as the refusal need not say which one Zoom would not take)."""
     try:
-        return send(spec), ()
+        return send(spec), None
     except ValidationFailed as error:
         if not spec.alternative_hosts or error.code in MEETING_STATE_CODES:
             raise
         log.warning("zoom refused the alternative hosts %s (%s): the meeting goes without them",
                     ";".join(spec.alternative_hosts), error)
-        return send(replace(spec, alternative_hosts=())), spec.alternative_hosts
+        refusal = f"Zoom refused the alternative hosts ({', '.join(spec.alternative_hosts)}): {error.message}"
+        return send(replace(spec, alternative_hosts=())), refusal
 
 
 def _user_path(email: str) -> str:

@@ -94,6 +94,7 @@ class Keys:
     zoom_token = f"{prefix}:zoom:token"
     zoom_token_lock = f"{prefix}:zoom:token:lock"
     meetergo_users = f"{prefix}:meetergo:users"
+    neetocal_own_schedules = f"{prefix}:neetocal:own-schedules"  # set: sids of links with a schedule of their own
     reconcile_lock = f"{prefix}:reconcile:lock"  # one reconciliation at a time, however many beats run
     # zset: id -> when NeetoCal was seen dropping its join URL (the booking form lacks the question); `doctor`
     # counts it. Bounded like the other sets: an appointment leaves it when fixed, cancelled or forgotten.

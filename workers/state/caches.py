@@ -31,6 +31,13 @@ class LinkCache:
         # Expires, so that a link deleted in NeetoCal meanwhile is found (or made) again.
         self.client.set(self.keys.neetocal_link(slug), json.dumps(link), ex=self.ttl_seconds)
 
+    def has_own_schedule(self, sid: str) -> bool:
+        return bool(self.client.sismember(self.keys.neetocal_own_schedules, sid))
+
+    def note_own_schedule(self, sid: str) -> None:
+        """Kept past the cache's expiry: NeetoCal makes a new schedule for each request, never replacing one."""
+        self.client.sadd(self.keys.neetocal_own_schedules, sid)
+
 
 class UsersCache:
     """meetergo's users (id -> host), replaced whole on each reload."""
