@@ -58,6 +58,12 @@ def ends_at(record: AppointmentRecord) -> float | None:
     return epoch_of(record.ends_at)
 
 
+def _unchanged(read: AppointmentRecord) -> dict[str, Any]:
+    """What a writer without the lock checks still holds: the meeting, its host and the host links' version."""
+    return {"zoom_meeting_id": read.zoom_meeting_id, "zoom_host": read.zoom_host,
+            "host_link_version": read.host_link_version or None}
+
+
 def drift(record: AppointmentRecord, meeting: ZoomMeeting) -> str | None:
     """What differs between the meeting in Zoom and what the sync last applied, if anything."""
     differences = []
@@ -80,26 +86,19 @@ class StartUrls:
         self.settings = services.settings
         self.store = services.store
 
-    def save(self, appointment_id: str, meeting: ZoomMeeting, host: str | None, fetched_at: float,
-             meeting_ends_at: float | None, *, unless_changed_from: AppointmentRecord | None = None) -> float | None:
-        """Store a newly fetched start_url and schedule its refresh; returns its expiry. A writer without the
-        appointment's lock names the record it read: the start_url is kept only if no sync changed the meeting,
-        its host or the links meanwhile (another host's meeting, and credential, may stand there by now)."""
-        fields = self.fields(meeting, host, fetched_at)
-        if not fields:
+    def save(self, appointment_id: str, meeting: ZoomMeeting, fetched_at: float, meeting_ends_at: float | None, *,
+             read: AppointmentRecord) -> float | None:
+        """Store a newly fetched start_url and schedule its refresh; returns its expiry, or None when nothing was
+        stored. Its fetch may outlast any lock (a slow Zoom, retries), so it is kept only if no sync changed the
+        meeting, its host or the links since `read` (another host's meeting, and credential, may stand there)."""
+        fields = self.fields(meeting, read.zoom_host, fetched_at)
+        if not fields or not self.store.update_if(appointment_id, _unchanged(read), **fields):
             return None
-        if unless_changed_from is None:
-            self.store.update(appointment_id, **fields)
-        else:
-            read = unless_changed_from
-            unchanged = {"zoom_meeting_id": read.zoom_meeting_id, "zoom_host": read.zoom_host,
-                         "host_link_version": read.host_link_version or None}
-            if not self.store.update_if(appointment_id, unchanged, **fields):
-                return None
         self.schedule(appointment_id, fields["zoom_start_url_expires_at"], meeting_ends_at)
-        if meeting_ends_at is not None and meeting_ends_at <= fetched_at:
-            # Fetched for a host link after the end (an overrunning meeting): the ended sweep drops it again.
-            self.store.ended.put(appointment_id, fetched_at)
+        if meeting_ends_at is not None:
+            # The ended sweep drops it at the end; again if it was fetched after the end (an overrunning meeting's
+            # host link) or as the sweep passed. Never moved earlier: a later end may be scheduled already.
+            self.store.ended.put_no_earlier(appointment_id, max(meeting_ends_at, fetched_at))
         return fields["zoom_start_url_expires_at"]
 
     def fields(self, meeting: ZoomMeeting, host: str | None, fetched_at: float) -> dict[str, Any]:
@@ -154,9 +153,11 @@ class StartUrls:
         try:
             meeting = self.services.zoom.get_meeting(record.zoom_meeting_id)
         except NotFound:
-            # meetergo is the source of truth: the sync this answer queues makes the meeting again.
+            # meetergo is the source of truth: the sync this answer queues makes the meeting again. Unless a sync
+            # replaced the meeting while Zoom was asked (the lock may have lapsed): the new one is not gone.
+            if not self.store.update_if(appointment_id, _unchanged(record), zoom_drift="gone", refresh_error=None):
+                return "superseded"
             self.store.refresh.remove(appointment_id)
-            self.store.update(appointment_id, zoom_drift="gone", refresh_error=None)
             self.store.note(appointment_id, "zoom_drift",
                             f"meeting {record.zoom_meeting_id} was deleted in Zoom (3001); making it again")
             return "drifted"
@@ -165,7 +166,8 @@ class StartUrls:
             raise
         if self.note_drift(record, meeting):
             return "drifted"
-        self.save(appointment_id, meeting, record.zoom_host, now, meeting_end)
+        if self.save(appointment_id, meeting, now, meeting_end, read=record) is None and meeting.start_url:
+            return "superseded"
         lag = now - (expires_at - self.settings.start_url_refresh_lead_seconds)
         if not force and expires_at:
             self.services.metrics.observe("meetbridge_start_url_refresh_lag_seconds", max(0.0, lag))
@@ -177,10 +179,12 @@ class StartUrls:
         changed = drift(record, meeting)
         if not changed:
             return False
-        self.store.update(record.appointment_id, zoom_drift="changed",
-                          zoom_host=meeting.host_email or record.zoom_host)
-        self.store.note(record.appointment_id, "zoom_drift",
-                        f"meeting {meeting.id} was changed in Zoom ({changed}); putting it back")
+        # Noted only on the meeting as read: a sync may have moved or replaced it since (what Zoom said is then
+        # about the past), and the start_url is not kept either way.
+        if self.store.update_if(record.appointment_id, _unchanged(record), zoom_drift="changed",
+                                zoom_host=meeting.host_email or record.zoom_host):
+            self.store.note(record.appointment_id, "zoom_drift",
+                            f"meeting {meeting.id} was changed in Zoom ({changed}); putting it back")
         return True
 
     def valid_start_url(self, appointment_id: str) -> tuple[str, AppointmentRecord] | None:
@@ -197,8 +201,7 @@ class StartUrls:
         meeting = self.services.zoom.get_meeting(record.zoom_meeting_id)
         if self.note_drift(record, meeting):
             return None  # not the meeting the host's link was made for any more: the sync puts it back first
-        if self.save(appointment_id, meeting, record.zoom_host, fetched_at, ends_at(record),
-                     unless_changed_from=record) is None:
+        if self.save(appointment_id, meeting, fetched_at, ends_at(record), read=record) is None:
             return None
         self.store.note(appointment_id, "start_url_refreshed", "fetched on demand for the host link")
         return meeting.start_url or "", record

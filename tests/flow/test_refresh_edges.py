@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -175,3 +176,30 @@ def test_a_start_url_fetched_for_the_host_after_the_meeting_ended_is_not_kept(ma
     assert "fetched on demand for the host link" in [e["detail"] for e in stack.appointment(appt["id"])["history"]]
     wait_until(lambda: not redis_client.hget(record, "zoom_start_url"), timeout=20,
                message="the start_url handed to the host after the end to be dropped again")
+
+
+@pytest.mark.parametrize("zoom_answer", ["start_url", "gone"])
+def test_a_refresh_that_outlasts_its_lock_keeps_nothing_of_a_meeting_replaced_meanwhile(
+        stack: Stack, sims: Sims, redis_client: redis.Redis, zoom_answer: str) -> None:
+    """A refresh asks Zoom under the appointment's lock, but a slow Zoom (retries, waits) may outlast it, and a sync
+    may meanwhile hand the appointment to another host's meeting. What the refresh then learns is about the old
+    meeting: its start_url (the old host's credential) must not stand for the new one, nor its 404 mark the new
+    meeting gone."""
+    appointment_id = synced(stack)
+    record = KEYS.appointment(appointment_id)
+    old_meeting = redis_client.hget(record, "zoom_meeting_id")
+    if zoom_answer == "gone":
+        zoom_admin(sims, stack).delete(f"/meetings/{old_meeting}").raise_for_status()
+    sims.configure("zoom", latency_ms=1500)
+    services = build_services(stack.settings)
+    result: dict[str, str] = {}
+    asking = threading.Thread(target=lambda: result.update(outcome=refresh_one(services, appointment_id,
+                                                                               force=True)))
+    asking.start()
+    time.sleep(0.5)  # the refresh is waiting on Zoom: its lock lapses, a sync hands the meeting to Maria
+    redis_client.hset(record, mapping={"zoom_meeting_id": "99999999999", "zoom_host": "maria@example.com",
+                                       "zoom_start_url": "https://zoom.us/s/99999999999?zak=maria"})
+    asking.join(timeout=15)
+    assert result["outcome"] == "superseded"
+    assert redis_client.hget(record, "zoom_start_url") == "https://zoom.us/s/99999999999?zak=maria"
+    assert redis_client.hget(record, "zoom_drift") is None
