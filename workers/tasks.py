@@ -196,10 +196,10 @@ def sweep_schedules(services: Services, now: float | None = None, batch: int = S
         log.warning("queueing %d pending appointment(s) again: no task of theirs ran for a while", len(lost))
         syncs += enqueue_many(services.store, app, SYNC, [(member,) for member in lost])
     while True:
-        parked = store.deferred.claim_due(now, batch, DEFERRED_CLAIM_LEASE_SECONDS)
-        # Pending again (parking settled it): the sync takes it out of the deferred schedule, and if its retry
-        # cannot be published then, the stale-pending sweep is what still knows of it.
-        store.mark_pending(parked)
+        # Taken off the schedule and pending again (parking settled it), in one step: if they cannot be queued
+        # now (this beat dies, the broker fails over), or a sync's retry cannot be published later, the
+        # stale-pending sweep is what still knows of them, within two visibility timeouts.
+        parked = store.take_parked(now, batch)
         syncs += enqueue_many(services.store, app, SYNC, [(member,) for member in parked])
         if len(parked) < batch:
             break

@@ -144,6 +144,27 @@ def test_a_parked_sync_whose_retry_cannot_be_published_is_still_found_by_the_sta
     assert tasks.sweep_schedules(services, now=later, refreshes_too=False) == (0, 1)
 
 
+def test_a_parked_sync_swept_by_a_beat_that_dies_before_queueing_it_is_found_within_a_minute(
+        services: Services, monkeypatch, redis_client: redis.Redis) -> None:
+    """The sweep takes the parked sync off the schedule, then queues it in a round trip of its own: a beat that
+    dies (or loses the broker) in between must not leave it parked under a claim for minutes."""
+    failing_with(monkeypatch, QuotaParked("spent", resume_at=datetime.now(UTC) + timedelta(seconds=1)))
+    assert tasks.run_sync(services, ID).status == "waiting"
+    due = redis_client.zscore(KEYS.deferred_schedule, ID)
+
+    def broker_gone(*_: object, **__: object) -> int:
+        raise OperationalError("the broker connection was lost")
+
+    with monkeypatch.context() as during:
+        during.setattr(tasks, "enqueue_many", broker_gone)
+        with pytest.raises(OperationalError):
+            tasks.sweep_schedules(services, now=due + 1, refreshes_too=False)
+    assert redis_client.llen(QUEUE) == 0, "nothing was queued"
+    later = due + 1 + 2 * services.settings.broker_visibility_timeout_seconds + 1
+    assert tasks.sweep_schedules(services, now=later, refreshes_too=False) == (0, 1)
+    assert redis_client.llen(QUEUE) == 1
+
+
 def test_syncs_waiting_behind_a_backlog_are_not_queued_again_until_it_drains(services: Services,
                                                                               redis_client: redis.Redis) -> None:
     """A pending sync with no lock and nothing parked looks lost after 2 × the visibility timeout, but its message

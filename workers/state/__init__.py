@@ -271,6 +271,18 @@ end
 return due
 """
 
+# Takes what is due off a schedule and marks it pending, in one step: a sweep that dies before queueing leaves it
+# to the stale-pending sweep, never parked under a claim. KEYS: the schedule, the pending set. ARGV: due by,
+# limit, pending since (epoch s).
+_TAKE_DUE_PENDING = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, member in ipairs(due) do
+  redis.call('ZREM', KEYS[1], member)
+  redis.call('ZADD', KEYS[2], 'NX', ARGV[3], member)
+end
+return due
+"""
+
 
 # Notes which Redis process (run_id) the service last saw; when it changed, Redis restarted or failed over.
 # ARGV: this Redis's run id, now, and the run id the asking process saw last ('' if none). The stored run id can
@@ -389,6 +401,10 @@ class Schedule:
     def put(self, member: str, due: float) -> None:
         self.client.zadd(self.key, {member: due})
 
+    def put_no_earlier(self, member: str, due: float) -> None:
+        """`put`, unless the member is due later already."""
+        self.client.zadd(self.key, {member: due}, gt=True)
+
     def remove(self, member: str) -> None:
         self.client.zrem(self.key, member)
 
@@ -458,6 +474,7 @@ class Store:
         self.forget = Schedule(client, keys.forget_schedule)
         self._record_delivery = client.register_script(_RECORD_DELIVERY)
         self._stale_pending = client.register_script(_STALE_PENDING)
+        self._take_due_pending = client.register_script(_TAKE_DUE_PENDING)
         self._release_lock = client.register_script(_RELEASE_LOCK)
         self._extend_lock = client.register_script(_EXTEND_LOCK)
         self._write_held = client.register_script(_WRITE_HELD)
@@ -725,6 +742,11 @@ class Store:
             pipe.zrem(self.keys.pending, appointment_id)
             pipe.hdel(self.keys.appointment(appointment_id), "sync_attempts")
             pipe.execute()
+
+    def take_parked(self, now: float, limit: int) -> list[str]:
+        """The parked syncs that are due, taken off the deferred schedule and marked pending: to be queued now."""
+        return list(self._take_due_pending(keys=[self.keys.deferred_schedule, self.keys.pending],
+                                           args=[now, limit, int(time.time())]))
 
     def stale_pending(self, older_than: float, now: float, limit: int = 1000) -> list[str]:
         """Appointments pending since before `older_than` with no sync running and none parked: their task was
