@@ -25,6 +25,7 @@ from werkzeug.exceptions import HTTPException
 from meetbridge.config import MAX_WEBHOOK_BODY_BYTES
 from schemas.events import AppointmentEvent
 from schemas.meetergo import parse_delivery
+from schemas.text import ESCAPED_SURROGATE, whole_characters
 from webhooks import services
 from workers.queue import QUEUE, sync_message
 
@@ -128,13 +129,15 @@ def _read_json() -> Any:
     if len(raw) > MAX_WEBHOOK_BODY_BYTES:
         raise Refused(413, "too_large", TOO_LARGE, unread="close")  # the rest of it is left unread
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except UnicodeDecodeError:
         raise Refused(400, "invalid", "body is not valid UTF-8", details={}) from None
     except RecursionError:
         raise Refused(400, "invalid", "body is nested too deeply", details={}) from None
     except ValueError as error:
         raise Refused(400, "invalid", "body is not valid JSON", details={"json": [str(error)]}) from None
+    # Half a character (an emoji cut in two) is kept as U+FFFD, not let through to fail every sync after.
+    return whole_characters(body) if ESCAPED_SURROGATE.search(raw) else body
 
 
 def _discard_body() -> bool:

@@ -28,6 +28,7 @@ from icalendar import Calendar, Event
 from itsdangerous import BadData, URLSafeSerializer
 
 from meetbridge.config import Settings
+from schemas.text import printable_line
 from schemas.times import epoch_utc_seconds, parse_utc, utc_seconds
 from workers.desired import Desired
 from workers.state import AppointmentRecord
@@ -143,8 +144,10 @@ def page_change(desired: Desired, record: AppointmentRecord, outcome: str, now: 
     if seen and (start_iso != record.page_start or end_iso != record.page_end
                  or status != (record.page_status or CONFIRMED) or host != previous):
         sequence += 1
-    attendee = (desired.attendee.name or desired.attendee.email) if desired.attendee else None
-    kind = (desired.meeting_type.name or desired.meeting_type.slug) if desired.meeting_type else None
+    # Shown in calendars (the feed's SUMMARY), which refuse control characters: one printable line of each.
+    attendee = printable_line(desired.attendee.name or desired.attendee.email) if desired.attendee else None
+    kind = printable_line(desired.meeting_type.name or desired.meeting_type.slug or "") if desired.meeting_type \
+        else None
     fields = {
         "page_host": host,
         "page_start": start_iso,

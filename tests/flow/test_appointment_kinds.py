@@ -3,6 +3,7 @@ progress when it is cancelled."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import redis
@@ -117,3 +118,27 @@ def test_other_hosts_zoom_refuses_are_left_off_the_meeting_and_shown_on_the_appo
     stack.deliver(cancelled_payload(again))
     view = stack.wait_for_status(appt["id"], "cancelled")
     assert view["warning"] is None
+
+
+def deliver_as_escaped_json(stack: Stack, payload: dict) -> int:
+    """As a JavaScript client sends text: every character outside ASCII escaped, halves of one included."""
+    return stack.http.post(f"{stack.web_url}/webhooks/meetergo", params={"token": stack.env["MEETERGO_WEBHOOK_TOKENS"]},
+                           content=json.dumps(payload, ensure_ascii=True).encode(),
+                           headers={"Content-Type": "application/json"}).status_code
+
+
+def test_half_an_emoji_in_a_name_or_a_reason_costs_that_character_not_the_booking(stack: Stack,
+                                                                                    sims: Sims) -> None:
+    """JSON may carry half of a character ("\\ud83d": an emoji cut in two by a client counting UTF-16 units). No
+    request to Zoom or NeetoCal can carry it: kept as it came, it failed every sync of the appointment."""
+    appt = appointment(attendee={"email": "bob@example.com", "firstname": "Bob \ud83d", "lastname": "Baker"})
+    assert deliver_as_escaped_json(stack, meetergo_sim.booking_created(appt)) == 202
+    view = stack.wait_for_status(appt["id"], "synced")
+    assert view["error"] is None and len(sims.zoom_meetings()) == 1
+    [booking] = sims.neetocal_bookings()
+    assert booking["name"] == "Bob \ufffd Baker"
+
+    assert deliver_as_escaped_json(stack, cancelled_payload(appt, reason="Sorry \ud83d")) == 202
+    stack.wait_for_status(appt["id"], "cancelled")
+    assert sims.zoom_meetings() == []
+    assert [b["status"] for b in sims.neetocal_bookings(live_only=False)] == ["cancelled"]

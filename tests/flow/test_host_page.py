@@ -370,3 +370,13 @@ def test_a_meeting_about_to_start_or_under_way_is_highlighted() -> None:
     assert meeting.state(at + 29 * 60) == "now"
     assert meeting.state(at + 30 * 60) is None and not meeting.upcoming(at + 30 * 60)
     assert meeting.upcoming(at + 29 * 60)
+
+
+def test_control_characters_in_a_name_do_not_reach_the_calendar_feed(stack: Stack) -> None:
+    """RFC 5545 allows no control characters in a text value, and a strict calendar refuses the whole feed."""
+    odd = appointment(days=2, hour=9, attendee={**ANN, "firstname": "Ann\x00\x0b\x1c", "lastname": "\x85Archer"})
+    book(stack, odd)
+    response = fetch(stack, page_links(stack, JOHN["email"])["calendar_url"])
+    assert not re.search(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\xc2[\x80-\x9f]", response.content)
+    _, events = feed_events(response)
+    assert "Ann Archer" in str(events[uid(odd)]["SUMMARY"])

@@ -7,6 +7,7 @@ import itertools
 from collections.abc import Iterator
 from typing import Any
 
+from schemas.text import whole_characters
 from workers.clients.base import ApiClient
 from workers.clients.errors import NotConfigured, ValidationFailed
 from workers.clients.paging import numbered_pages, offset_pages
@@ -26,7 +27,8 @@ class MeetergoClient(ApiClient):
         self.limiter = limiter
 
     def get_appointment(self, appointment_id: str) -> dict[str, Any]:
-        return self.request("GET", f"v4/appointment/{appointment_id}", operation="get_appointment").json()
+        return whole_characters(
+            self.request("GET", f"v4/appointment/{appointment_id}", operation="get_appointment").json())
 
     def appointments(self) -> Iterator[dict[str, Any]]:
         """Every appointment, page by page.
@@ -35,8 +37,9 @@ class MeetergoClient(ApiClient):
         appointments already seen, so either numbering yields each appointment once.
         """
         def fetch(page: int) -> tuple[list[dict[str, Any]], None]:
-            body = self.request("GET", "v4/appointment/paginated", operation="list_appointments",
-                                params={"page": page, "limit": PAGE_SIZE, "pageSize": PAGE_SIZE}).json()
+            body = whole_characters(self.request("GET", "v4/appointment/paginated", operation="list_appointments",
+                                                 params={"page": page, "limit": PAGE_SIZE, "pageSize": PAGE_SIZE}
+                                                 ).json())
             return [item for item in body.get("appointments") or [] if isinstance(item, dict)], None
 
         pages = numbered_pages(fetch, page_size=PAGE_SIZE, first=0)
