@@ -67,13 +67,18 @@ def _host(host: str) -> str:
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
+    # Each sweep expires when the next is sent: while no worker runs (or all are busy) beat's messages do not
+    # pile up in the queue, thirty a minute, for workers to wade through when they come back.
+    def every(seconds: float, task: str) -> dict[str, Any]:
+        return {"task": task, "schedule": seconds, "options": {"expires": seconds}}
+
     schedule: dict[str, Any] = {
-        "sweep-schedules": {"task": SWEEP, "schedule": settings.refresh_sweep_seconds},
+        "sweep-schedules": every(settings.refresh_sweep_seconds, SWEEP),
         # Retries wait in Redis, not in worker memory: picked up within a couple of seconds of being due.
-        "sweep-deferred": {"task": SWEEP_DEFERRED, "schedule": 2.0},
+        "sweep-deferred": every(2.0, SWEEP_DEFERRED),
     }
     if settings.meetergo_readback:
-        schedule["reconcile-meetergo"] = {"task": RECONCILE, "schedule": settings.reconcile_seconds}
+        schedule["reconcile-meetergo"] = every(settings.reconcile_seconds, RECONCILE)
     popped_messages_survive_a_broken_connection()
     closed_channel_fails_as_a_connection_error()
     channels_reuse_their_client()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import time
 from collections import Counter
@@ -230,3 +231,12 @@ def test_beat_reconciles_on_its_own(make_stack, sims: Sims) -> None:
     lost = appointment()
     sims.post("meetergo", "appointments", lost)
     stack.wait_for_status(lost["id"], "synced", timeout=30)
+
+
+def test_beats_sweeps_expire_when_the_next_one_is_sent(stack: Stack) -> None:
+    """While no worker runs (a deploy, an outage), beat goes on sending a sweep every two seconds: each expires
+    when the next is sent, so workers coming back run the latest, not an hour of backlog of them."""
+    schedule = celery_config(dataclasses.replace(stack.settings, meetergo_api_key="a-key"))["beat_schedule"]
+    assert set(schedule) == {"sweep-schedules", "sweep-deferred", "reconcile-meetergo"}
+    for name, entry in schedule.items():
+        assert 0 < entry["options"]["expires"] <= entry["schedule"], name

@@ -12,6 +12,7 @@ import redis
 
 from schemas.events import AppointmentEvent
 from workers.state import KEYS, REDIS_RETRY, REDIS_RETRY_ON, AppointmentBusy, Store
+from workers.state.caches import only_one
 
 
 def test_each_kind_of_key_has_its_own_namespace() -> None:
@@ -268,3 +269,16 @@ def test_a_call_that_might_outlast_what_is_left_of_the_lock_extends_it_first(red
 
     assert lease.extended_at >= taken_at
     assert redis_client.pttl(KEYS.lock("a1")) > lease.ttl_ms - 1000
+
+
+def test_a_job_that_outlasts_its_claim_leaves_the_next_holders_claim_alone(redis_client: redis.Redis) -> None:
+    """A reconciliation that runs past its claim's lifetime must not, when it ends, free the claim another beat
+    took since: a third would start beside the second."""
+    with only_one(redis_client, KEYS.reconcile_lock, 60) as mine:
+        assert mine
+        redis_client.set(KEYS.reconcile_lock, "another-beat", ex=60)  # ours lapsed; another beat took it
+    assert redis_client.get(KEYS.reconcile_lock) == "another-beat"
+    redis_client.delete(KEYS.reconcile_lock)
+    with only_one(redis_client, KEYS.reconcile_lock, 60) as mine:
+        assert mine
+    assert redis_client.get(KEYS.reconcile_lock) is None, "a claim is let go when its job ends"

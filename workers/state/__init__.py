@@ -94,7 +94,6 @@ class Keys:
     zoom_token = f"{prefix}:zoom:token"
     zoom_token_lock = f"{prefix}:zoom:token:lock"
     meetergo_users = f"{prefix}:meetergo:users"
-    neetocal_own_schedules = f"{prefix}:neetocal:own-schedules"  # set: sids of links with a schedule of their own
     reconcile_lock = f"{prefix}:reconcile:lock"  # one reconciliation at a time, however many beats run
     # zset: id -> when NeetoCal was seen dropping its join URL (the booking form lacks the question); `doctor`
     # counts it. Bounded like the other sets: an appointment leaves it when fixed, cancelled or forgotten.
@@ -110,6 +109,10 @@ class Keys:
 
     def neetocal_link(self, key: str) -> str:
         return f"{self.prefix}:neetocal:link:{key}"
+
+    def neetocal_own_schedule(self, sid: str) -> str:
+        """Present while the link `sid` is known to have a schedule of its own (v1 mirror links)."""
+        return f"{self.prefix}:neetocal:own-schedule:{sid}"
 
     def host_meetings(self, email: str) -> str:
         """zset: appointment id -> when it may leave the host's page and feed (epoch s); see workers/host_pages."""

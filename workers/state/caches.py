@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -10,6 +11,11 @@ from typing import Any
 import redis
 
 from workers.state import KEYS, Keys
+
+# A v1 mirror link's "has a schedule of its own" is remembered this long after it was last looked at.
+OWN_SCHEDULE_KEPT_SECONDS = 180 * 24 * 3600
+# Ends a claim only if it is still the one this process made.
+_DELETE_IF_HELD = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
 class LinkCache:
@@ -32,11 +38,13 @@ class LinkCache:
         self.client.set(self.keys.neetocal_link(slug), json.dumps(link), ex=self.ttl_seconds)
 
     def has_own_schedule(self, sid: str) -> bool:
-        return bool(self.client.sismember(self.keys.neetocal_own_schedules, sid))
+        """Whether the link was given a schedule of its own; if so, remembered for longer from now."""
+        return bool(self.client.expire(self.keys.neetocal_own_schedule(sid), OWN_SCHEDULE_KEPT_SECONDS))
 
     def note_own_schedule(self, sid: str) -> None:
-        """Kept past the cache's expiry: NeetoCal makes a new schedule for each request, never replacing one."""
-        self.client.sadd(self.keys.neetocal_own_schedules, sid)
+        """Kept far past the cache's expiry (NeetoCal makes a new schedule for each request, never replacing
+        one), and renewed at each look: a link unused for that long may get a second one, nothing worse."""
+        self.client.set(self.keys.neetocal_own_schedule(sid), "1", ex=OWN_SCHEDULE_KEPT_SECONDS)
 
 
 class UsersCache:
@@ -62,9 +70,10 @@ class UsersCache:
 def only_one(client: redis.Redis, key: str, ttl_seconds: int) -> Iterator[bool]:
     """Whether this process may run the job `key` names (no other holds it); released when done. A crashed
     holder's claim lapses after `ttl_seconds`."""
-    mine = bool(client.set(key, "1", nx=True, ex=max(1, ttl_seconds)))
+    token = secrets.token_hex(8)
+    mine = bool(client.set(key, token, nx=True, ex=max(1, ttl_seconds)))
     try:
         yield mine
     finally:
-        if mine:
-            client.delete(key)
+        if mine:  # unless it lapsed and another process holds it now: that claim is not this one's to end
+            client.eval(_DELETE_IF_HELD, 1, key, token)
