@@ -282,3 +282,16 @@ def test_a_job_that_outlasts_its_claim_leaves_the_next_holders_claim_alone(redis
     with only_one(redis_client, KEYS.reconcile_lock, 60) as mine:
         assert mine
     assert redis_client.get(KEYS.reconcile_lock) is None, "a claim is let go when its job ends"
+
+
+def test_an_appointment_delivered_again_as_its_records_expire_stays_listed(redis_client: redis.Redis) -> None:
+    """The forget sweep takes an appointment whose records expired out of every set; one delivered again just then
+    (its record made anew) stays in them, or it would be missing from the listing and the pending set for good."""
+    store = Store(redis_client)
+    for appointment_id in ("back", "gone"):
+        redis_client.zadd(KEYS.appointments, {appointment_id: 1})
+        redis_client.zadd(KEYS.pending, {appointment_id: 1})
+    redis_client.hset(KEYS.appointment("back"), "status", "received")
+    assert store.forget_everywhere(["back", "gone"]) == ["gone"]
+    assert redis_client.zrange(KEYS.appointments, 0, -1) == ["back"]
+    assert redis_client.zrange(KEYS.pending, 0, -1) == ["back"]

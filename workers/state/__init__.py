@@ -287,6 +287,20 @@ return due
 """
 
 
+# Takes appointments out of every set (KEYS) unless their record exists again. ARGV: the record keys' prefix,
+# then the ids.
+_FORGET_GONE = """
+local gone = {}
+for i = 2, #ARGV do
+  if redis.call('EXISTS', ARGV[1] .. ARGV[i]) == 0 then
+    for _, set in ipairs(KEYS) do redis.call('ZREM', set, ARGV[i]) end
+    table.insert(gone, ARGV[i])
+  end
+end
+return gone
+"""
+
+
 # Notes which Redis process (run_id) the service last saw; when it changed, Redis restarted or failed over.
 # ARGV: this Redis's run id, now, and the run id the asking process saw last ('' if none). The stored run id can
 # be lost with the crash's last second (it was written just before): the asking process still remembers it.
@@ -478,6 +492,7 @@ class Store:
         self._record_delivery = client.register_script(_RECORD_DELIVERY)
         self._stale_pending = client.register_script(_STALE_PENDING)
         self._take_due_pending = client.register_script(_TAKE_DUE_PENDING)
+        self._forget_gone = client.register_script(_FORGET_GONE)
         self._release_lock = client.register_script(_RELEASE_LOCK)
         self._extend_lock = client.register_script(_EXTEND_LOCK)
         self._write_held = client.register_script(_WRITE_HELD)
@@ -667,16 +682,15 @@ class Store:
             due[self.keys.ended_schedule] = ends_at
         return due
 
-    def forget_everywhere(self, appointment_ids: list[str]) -> None:
-        """Take appointments whose keys are gone (or going) out of every set that lists them."""
+    def forget_everywhere(self, appointment_ids: list[str]) -> list[str]:
+        """Take appointments whose record is gone out of every set that lists them; returns those taken out. One
+        whose record is back (a delivery came as it expired) stays listed: its sync retains it again."""
         if not appointment_ids:
-            return
-        with self.client.pipeline(transaction=False) as pipe:
-            for key in (self.keys.appointments, self.keys.dead_letter, self.keys.pending, self.keys.refresh_schedule,
-                        self.keys.deferred_schedule, self.keys.ended_schedule, self.keys.forget_schedule,
-                        self.keys.neetocal_join_url_dropped, self.keys.neetocal_refused):
-                pipe.zrem(key, *appointment_ids)
-            pipe.execute()
+            return []
+        sets = [self.keys.appointments, self.keys.dead_letter, self.keys.pending, self.keys.refresh_schedule,
+                self.keys.deferred_schedule, self.keys.ended_schedule, self.keys.forget_schedule,
+                self.keys.neetocal_join_url_dropped, self.keys.neetocal_refused]
+        return list(self._forget_gone(keys=sets, args=[self.keys.appointment(""), *appointment_ids]))
 
     def neetocal_problem_sets(self, *, join_url_dropped: bool, refused: bool) -> dict[str, float | None]:
         """Where the appointment stands in the sets of appointments whose NeetoCal bookings lack their join URL,
