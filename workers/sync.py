@@ -193,6 +193,8 @@ class AppointmentSync:
         """A phone, in-person or other non-Zoom appointment: no meeting (one made earlier goes), and the admin
         API says why."""
         if self.record.zoom_meeting_id or self.record.zoom_create_pending:
+            # No host link leads anywhere from now on (as on a cancel), even if Zoom cannot delete it yet.
+            self.record.host_link_version = self.store.revoke_host_link(self.appointment_id)
             self.delete_zoom(f"the appointment's channel is now {desired.channel}")
         self.save(ends_at=desired.end.isoformat() if desired.end else None,
                   zoom_skipped=f"channel {desired.channel!r} is not in ZOOM_CHANNELS "

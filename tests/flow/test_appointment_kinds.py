@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import redis
 
 from sandbox import meetergo as meetergo_sim
@@ -142,3 +143,20 @@ def test_half_an_emoji_in_a_name_or_a_reason_costs_that_character_not_the_bookin
     stack.wait_for_status(appt["id"], "cancelled")
     assert sims.zoom_meetings() == []
     assert [b["status"] for b in sims.neetocal_bookings(live_only=False)] == ["cancelled"]
+
+
+def test_a_meeting_moved_off_zoom_takes_its_host_link_with_it(stack: Stack, sims: Sims) -> None:
+    """The appointment becomes a phone call: its Zoom meeting goes, and the host's link says so (410) rather than
+    showing a Start page that can only answer 'try again in a minute' until it expires."""
+    appt = appointment()
+    stack.deliver(meetergo_sim.booking_created(appt))
+    link = httpx.URL(stack.wait_for_status(appt["id"], "synced")["host_link"])
+    phone = moved(appt, datetime.fromisoformat(appt["start"]))
+    phone["meetingInfo"] = {"channel": "phone", "meetingLink": None}
+    stack.deliver(meetergo_sim.booking_rescheduled(phone, appt["start"]))
+    wait_until(lambda: sims.zoom_meetings() == [], message="the Zoom meeting to go")
+    view = stack.wait_for_status(appt["id"], "synced")
+    assert view["host_link"] is None
+    for method in ("GET", "POST"):
+        answer = stack.http.request(method, stack.web_url + link.raw_path.decode(), follow_redirects=False)
+        assert answer.status_code == 410, (method, answer.status_code)
