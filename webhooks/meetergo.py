@@ -129,15 +129,16 @@ def _read_json() -> Any:
     if len(raw) > MAX_WEBHOOK_BODY_BYTES:
         raise Refused(413, "too_large", TOO_LARGE, unread="close")  # the rest of it is left unread
     try:
-        body = json.loads(raw)
+        # Decoded strictly: json.loads would also take UTF-16 and the bytes of half a character.
+        body = json.loads(raw.decode("utf-8"))
+        # Half a character escaped ("\ud83d", an emoji cut in two) becomes U+FFFD, rather than fail every sync.
+        return whole_characters(body) if ESCAPED_SURROGATE.search(raw) else body
     except UnicodeDecodeError:
         raise Refused(400, "invalid", "body is not valid UTF-8", details={}) from None
     except RecursionError:
         raise Refused(400, "invalid", "body is nested too deeply", details={}) from None
     except ValueError as error:
         raise Refused(400, "invalid", "body is not valid JSON", details={"json": [str(error)]}) from None
-    # Half a character (an emoji cut in two) is kept as U+FFFD, not let through to fail every sync after.
-    return whole_characters(body) if ESCAPED_SURROGATE.search(raw) else body
 
 
 def _discard_body() -> bool:

@@ -67,10 +67,12 @@ def _host(host: str) -> str:
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    # Each sweep expires when the next is sent: while no worker runs (or all are busy) beat's messages do not
-    # pile up in the queue, thirty a minute, for workers to wade through when they come back.
+    # A sweep expires a while after it is sent: workers coming back after an outage drop the old ones rather than
+    # run thirty a minute of them. Not sooner, or a queue a few seconds behind (or a beat whose clock runs ahead
+    # of the workers') would drop every sweep before it ran.
     def every(seconds: float, task: str) -> dict[str, Any]:
-        return {"task": task, "schedule": seconds, "options": {"expires": seconds}}
+        expires = max(5 * seconds, 2 * settings.broker_visibility_timeout_seconds)
+        return {"task": task, "schedule": seconds, "options": {"expires": expires}}
 
     schedule: dict[str, Any] = {
         "sweep-schedules": every(settings.refresh_sweep_seconds, SWEEP),

@@ -40,6 +40,9 @@ CASES = {
     "10 MB body": (b"x" * TEN_MB, "application/json", 413, "256 KiB"),
     "deeply nested": (b"[" * 200_000, "application/json", 400, "nested too deeply"),
     "invalid utf-8": (b'{"webhookType": "booking_created", "id": "\xff\xfe"}', "application/json", 400, "UTF-8"),
+    # The bytes of half a character, which Python's JSON reader would take.
+    "surrogate bytes": (documented(id="a1").replace(b'"a1"', b'"a1\xed\xa0\xbd"'), "application/json", 400, "UTF-8"),
+    "utf-16": (documented().decode().encode("utf-16"), "application/json", 400, "UTF-8"),
     "wrong content type": (documented(), "text/xml", 415, "application/json"),
     "unknown time zone": (documented(attendees=[{"email": "jane@example.com", "timezone": "Europe/Atlantis"}]),
                           "application/json", 400, "Europe/Atlantis"),

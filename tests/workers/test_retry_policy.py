@@ -165,6 +165,18 @@ def test_a_parked_sync_swept_by_a_beat_that_dies_before_queueing_it_is_found_wit
     assert redis_client.llen(QUEUE) == 1
 
 
+def test_a_retry_that_waited_in_redis_is_queued_once_when_due(services: Services, redis_client: redis.Redis) -> None:
+    """A retry longer than a worker may hold waits in the deferred schedule while the appointment stays pending
+    (since its first attempt, minutes ago): once swept, the stale-pending sweep must not take that old pending
+    time for a lost task and queue it a second time, which would skip its backoff."""
+    now = time.time()
+    redis_client.zadd(KEYS.pending, {ID: now - 300})
+    services.store.deferred.put(ID, now - 1)
+    assert tasks.sweep_schedules(services, now=now, refreshes_too=False) == (0, 1)
+    assert tasks.sweep_schedules(services, now=now + 2, refreshes_too=False) == (0, 0)
+    assert redis_client.llen(QUEUE) == 1
+
+
 def test_syncs_waiting_behind_a_backlog_are_not_queued_again_until_it_drains(services: Services,
                                                                               redis_client: redis.Redis) -> None:
     """A pending sync with no lock and nothing parked looks lost after 2 × the visibility timeout, but its message

@@ -281,7 +281,9 @@ _TAKE_DUE_PENDING = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, member in ipairs(due) do
   redis.call('ZREM', KEYS[1], member)
-  redis.call('ZADD', KEYS[2], 'NX', ARGV[3], member)
+  -- Pending from now: a retry that waited here was pending all along, and its old score would have the
+  -- stale-pending sweep queue it a second time as soon as it leaves this schedule.
+  redis.call('ZADD', KEYS[2], ARGV[3], member)
 end
 return due
 """
