@@ -71,6 +71,11 @@ PLAN_RATES_PER_SECOND: dict[str, dict[str, int]] = {
 }
 
 PER_SECOND_MESSAGE = "You have reached the maximum per-second rate limit for this API. Try again later."
+# Account-level daily limits by plan and label (the same table: Free's Light 6,000/day and Medium 2,000/day; the
+# paid plans' Heavy and Resource-intensive share a daily cap, and no simulated call is either).
+PLAN_DAILY_LIMITS: dict[str, dict[str, int]] = {"free": {LIGHT: 6000, MEDIUM: 2000, HEAVY: 1000}}
+DAILY_MESSAGE = ("You have reached the maximum daily rate limit for this API. Refer to the response header for "
+                 "details on when you can make another request.")
 MALFORMED_BODY_MESSAGE = "Request Body should be a valid JSON object."
 INVALID_FIELD_MESSAGE = "Invalid field."
 
@@ -123,6 +128,8 @@ CONFIG_KEYS: dict[str, ConfigKey] = {
     "rate_limits_per_second": ConfigKey({LIGHT: None, MEDIUM: None}, any_object(), fields=_RATE_LIMIT_FIELDS),
     # The account's plan: its per-second budgets are enforced (null: none, unless set per label above).
     "rate_limit_plan": ConfigKey(None, lambda value: None if value is None else text(PLAN_RATES_PER_SECOND)(value)),
+    # Per-label overrides of the plan's account-wide daily limits (null: the plan's, or none).
+    "daily_limits": ConfigKey({LIGHT: None, MEDIUM: None}, any_object(), fields=_RATE_LIMIT_FIELDS),
 }
 
 _UTC_START = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
@@ -225,6 +232,7 @@ class _ZoomState:
     start_urls: list[dict[str, Any]] = field(default_factory=list)
     validation_errors: list[dict[str, Any]] = field(default_factory=list)
     daily_counts: dict[tuple[str, date], int] = field(default_factory=dict)
+    label_daily_counts: dict[tuple[str, date], int] = field(default_factory=dict)
     windows: dict[str, _LabelWindow] = field(default_factory=lambda: {label: _LabelWindow() for label in LABELS})
 
 
@@ -495,6 +503,9 @@ class ZoomSimulator:
         limit = self._per_second_limit(category)
         if self.state.windows[category].try_acquire(limit) is not None:
             return _per_second_limited(category, limit)
+        refused = self._spend_daily_limit(category)
+        if refused is not None:
+            return refused
         operation = self.contract.operation(method, template)
         errors = operation.check_parameters({"path": path_params, "query": request.args.to_dict()})
         body: dict[str, Any] = {}
@@ -509,6 +520,26 @@ class ZoomSimulator:
         if errors:
             return self._validation_failed(errors)
         return body
+
+    def _spend_daily_limit(self, category: str) -> Response | None:
+        """Count the call against its label's account-wide daily limit, or Zoom's daily 429 (API-FACTS 2.5: the
+        message, `X-RateLimit-Type: Daily-limit`, and `Retry-After` as an ISO time: the next 00:00 UTC)."""
+        limit = self.control.get("daily_limits").get(category)
+        plan = self.control.get("rate_limit_plan")
+        if limit is None and plan is not None:
+            limit = PLAN_DAILY_LIMITS.get(plan, {}).get(category)
+        if limit is None:
+            return None
+        key = (category, utcnow().date())
+        used = self.state.label_daily_counts.get(key, 0)
+        if used >= limit:
+            midnight = datetime.combine(key[1] + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+            return _zoom_error(429, 429, DAILY_MESSAGE, {
+                "X-RateLimit-Type": "Daily-limit", "X-RateLimit-Category": category.capitalize(),
+                "X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": "0",
+                "Retry-After": midnight.strftime("%Y-%m-%dT%H:%M:%SZ")})
+        self.state.label_daily_counts[key] = used + 1
+        return None
 
     def _per_second_limit(self, category: str) -> int | None:
         """The label's budget: its own setting, else the plan's, else none."""

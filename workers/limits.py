@@ -9,7 +9,7 @@ import redis
 
 from meetbridge.config import Settings
 from workers.clients.base import IN_CALL_MAX_WAIT_SECONDS, IN_CALL_RETRIES
-from workers.clients.errors import BudgetTaken, QuotaParked
+from workers.clients.errors import BudgetTaken, DailyCapReached, QuotaParked
 from workers.state import KEYS
 
 # Generic cell rate algorithm, reserving: the key holds the theoretical arrival time of the next request;
@@ -29,13 +29,16 @@ local function reserve(key, interval, tolerance, longest)
   return wait
 end
 """
+# KEYS[2] (KEYS[3] below) is present while the API's daily limit for the account is spent: -3, nothing taken.
 _RESERVE = _RESERVE_FUNCTION + """
+if redis.call('EXISTS', KEYS[2]) == 1 then return -3 end
 return reserve(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
 """
 # A Zoom create or update spends a unit of the host's daily quota (KEYS[2]) and a slot of the rate budget
 # (KEYS[1]) together, in one round trip: -2 when the quota is spent (no slot is taken), -1 when the slot is too
 # far ahead (no unit is spent: the call is not sent), else the wait in ms.
 _RESERVE_AND_SPEND = _RESERVE_FUNCTION + """
+if redis.call('EXISTS', KEYS[3]) == 1 then return -3 end
 if tonumber(redis.call('GET', KEYS[2]) or '0') >= tonumber(ARGV[4]) then return -2 end
 local wait = reserve(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
 if wait >= 0 then
@@ -48,6 +51,7 @@ return wait
 # Zoom's limits are per account and shared with every other app on it, and network jitter bunches requests
 # that left evenly spaced: stay a little under the configured rate.
 HEADROOM = 0.9
+DAY_SPENT = -3  # what the reserving scripts answer while the API's daily limit is spent
 # Beyond this wait the budget is clearly saturated: give the call up and let the sync retry later.
 RATE_LIMIT_MAX_WAIT_SECONDS = 10.0
 
@@ -58,6 +62,8 @@ class RateLimiter:
     def __init__(self, client: redis.Redis, name: str, per_second: float, *, burst: int = 1,
                  max_wait_seconds: float = RATE_LIMIT_MAX_WAIT_SECONDS) -> None:
         self.key = KEYS.rate(name)
+        self.closed_key = f"{self.key}:closed"
+        self.client = client
         self.name = name
         self.interval_ms = 1000.0 / (per_second * HEADROOM)
         self.tolerance_ms = self.interval_ms * (burst - 1)
@@ -66,14 +72,21 @@ class RateLimiter:
         self._reserve_and_spend = client.register_script(_RESERVE_AND_SPEND)
 
     def acquire(self) -> None:
-        """Wait for this process's turn in the shared budget."""
-        self._wait(int(self._reserve(keys=[self.key], args=self._budget())))
+        """Wait for this process's turn in the shared budget (DailyCapReached while the API's day is spent)."""
+        self._wait(int(self._reserve(keys=[self.key, self.closed_key], args=self._budget())))
+
+    def close_until(self, resume_at: datetime) -> None:
+        """The API's daily limit for the account is spent (its answer said so): no process sends a call on this
+        budget before `resume_at`, each is told to wait instead of asking the API again."""
+        until_ms = max(int(resume_at.timestamp() * 1000), int(time.time() * 1000) + 1)
+        self.client.set(self.closed_key, str(until_ms), pxat=until_ms)
 
     def acquire_spending(self, quota: HostDailyQuota, host: str) -> None:
         """`acquire`, and spend one unit of the host's daily quota with it (HostDailyQuota.spend), in one round
         trip; neither is spent when the other is not to be had."""
         key, day = quota.key(host)
-        found = int(self._reserve_and_spend(keys=[self.key, key], args=[*self._budget(), quota.limit, QUOTA_TTL]))
+        found = int(self._reserve_and_spend(keys=[self.key, key, self.closed_key],
+                                            args=[*self._budget(), quota.limit, QUOTA_TTL]))
         if found == -2:
             raise quota.exhausted(host, day, "spent by meetbridge")
         self._wait(found)
@@ -82,6 +95,13 @@ class RateLimiter:
         return [self.interval_ms, self.tolerance_ms, self.max_wait_seconds * 1000]
 
     def _wait(self, wait_ms: int) -> None:
+        if wait_ms == DAY_SPENT:
+            until = self.client.get(self.closed_key)  # gone already: the day turned, try again in a second
+            resume_at = datetime.fromtimestamp(int(until) / 1000, UTC) if until else datetime.now(UTC)
+            resume_at = max(resume_at, datetime.now(UTC) + timedelta(seconds=1))
+            raise DailyCapReached(f"the {self.name} daily limit of the account is spent",
+                                  service=self.name.split(":")[0], resume_at=resume_at,
+                                  retry_after=(resume_at - datetime.now(UTC)).total_seconds())
         if wait_ms < 0:
             raise BudgetTaken(f"the {self.name} budget is taken for more than {self.max_wait_seconds:.0f}s ahead",
                               retry_after=self.max_wait_seconds)

@@ -209,6 +209,26 @@ def test_zoom_daily_cap_on_an_update_parks_the_reschedule(stack: Stack, sims: Si
     assert [r["status"] for r in patches] == [int(form)]
 
 
+def test_the_accounts_daily_limit_of_an_api_is_asked_once_not_by_every_sync(stack: Stack, sims: Sims,
+                                                                            redis_client: redis.Redis) -> None:
+    """Zoom's account-wide daily limits (Free: Medium 2,000/day) answer every call with a 429 until midnight; once
+    one sync has heard it, the others wait for midnight without asking Zoom again."""
+    sims.configure("zoom", daily_limits={"light": None, "medium": 1})
+    first = appointment(hour=9)
+    stack.deliver(meetergo_sim.booking_created(first))
+    stack.wait_for_status(first["id"], "synced")  # the day's one create
+    second, third = appointment(hour=11), appointment(hour=13, host=meetergo_sim.MARIA)
+    stack.deliver(meetergo_sim.booking_created(second))
+    view = stack.wait_for_status(second["id"], "waiting")
+    assert view["waiting"]["until"].endswith("T00:00:00Z")
+    stack.deliver(meetergo_sim.booking_created(third))
+    view = stack.wait_for_status(third["id"], "waiting")
+    assert "daily limit of the account is spent" in view["waiting"]["reason"]
+    assert view["waiting"]["until"].endswith("T00:00:00Z")
+    refused = [r for r in sims.requests("zoom") if r["status"] == 429]
+    assert len(refused) == 1, "Zoom was asked again after it said the day's limit was spent"
+
+
 def test_one_reconcile_run_heals_a_lost_webhook(make_stack, sims: Sims) -> None:
     stack = make_stack(MEETERGO_API_KEY="sandbox-meetergo-key")
     lost = appointment(host=meetergo_sim.JOHN)

@@ -301,6 +301,10 @@ class ZoomClient(ApiClient):
         except DailyCapReached as error:
             if host and error.per_host:
                 raise self.quota.exhaust(host, error.status) from error
+            limiter = self.limiters.get(OPERATION_LABELS.get(operation, LIGHT))
+            if not error.per_host and error.status is not None and limiter:
+                # The account's daily limit of this label: every process waits for midnight rather than ask.
+                limiter.close_until(error.resume_at)
             raise
 
     def error_from(self, response: httpx.Response, operation: str) -> APIError:
