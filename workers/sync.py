@@ -231,12 +231,13 @@ class AppointmentSync:
             meeting_id = self.record.zoom_meeting_id
             assert meeting_id is not None
             try:
-                # The look-up finds the update only if Zoom holds every alternative host: then none was refused.
+                # Zoom's refusal of the alternative hosts ("" for none). The look-up finds the update only if Zoom
+                # holds every alternative host: then none was refused.
                 refusal, _ = self.adopt_or_apply(
                     "zoom_update_pending", self.record.zoom_update_pending, _update_marker(spec),
                     mark=lambda marker: self.save(zoom_update_pending=marker),
-                    look_up=lambda: ("",) if self.zoom_already_updated(meeting_id, spec) else None,
-                    apply=lambda: (self.services.zoom.update_meeting(meeting_id, spec, host=host) or "",),
+                    look_up=lambda: "" if self.zoom_already_updated(meeting_id, spec) else None,
+                    apply=lambda: self.services.zoom.update_meeting(meeting_id, spec, host=host) or "",
                     adopted=f"meeting {meeting_id} was updated by an earlier attempt")
             except NotFound:
                 self.note("zoom_meeting_gone", f"meeting {meeting_id} was deleted in Zoom (3001); creating it again")
@@ -257,9 +258,9 @@ class AppointmentSync:
             refresh = self.start_urls.schedule_change(expires_at, epoch_of(self.record.ends_at)) if expires_at \
                 else {self.store.refresh.key: time.time()}
             self.save(**_applied(spec), zoom_update_pending=None, zoom_kept=None, sets=refresh,
-                      zoom_warning=_without_alternative_hosts_warning(refusal[0], host),
+                      zoom_warning=_without_alternative_hosts_warning(refusal, host),
                       note=("zoom_meeting_updated", f"meeting {meeting_id} now starts {zoom_time(spec.start_time)}"
-                                                    + (f"; {refusal[0]}" if refusal[0] else "")))
+                                                    + (f"; {refusal}" if refusal else "")))
         if drift:
             self.save(zoom_drift=None)
             self.note("zoom_drift_healed", f"the Zoom meeting was {'made again' if drift == 'gone' else 'put back'}")

@@ -612,7 +612,8 @@ class Store:
 
     def update_if(self, appointment_id: str, expected: Mapping[str, Any], **values: Any) -> bool:
         """`update` (a value of None removes the field), only if each `expected` field still holds that value (None:
-        absent); whether it did. For a writer without the appointment's lock (the web)."""
+        absent); whether it did. For a writer without the appointment's lock, or whose lock may have lapsed (the web, a
+        start_url fetched from Zoom)."""
         checks = [item for name, value in expected.items() for item in (name, "" if value is None else str(value))]
         to_set, to_delete = _changes(values)
         return bool(self._update_if(keys=[self.keys.appointment(appointment_id)],
